@@ -1,0 +1,3 @@
+"""stepsift: pick the training data worth training on, by one-step utility."""
+
+__version__ = "0.1.0"
