@@ -1,0 +1,43 @@
+"""How well a score separates the injected noise from clean samples."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+# Near-duplicates are redundant, not wrong: they are kept out of the "wrong" class.
+NOT_WRONG = ("clean", "near_duplicate")
+
+
+def noise_auroc(score: Sequence[float], noise: Sequence[str]) -> float:
+    """AUROC of `score` ranking clean samples above wrong ones (0.5 = chance, 1 = perfect)."""
+    return auroc_against(score, noise, lambda tag: tag not in NOT_WRONG)
+
+
+def auroc_against(score: Sequence[float], noise: Sequence[str], is_bad) -> float:
+    s = np.asarray(score, dtype=np.float64)
+    keep = np.array([tag == "clean" or is_bad(tag) for tag in noise])
+    clean = np.array([tag == "clean" for tag in noise])[keep]
+    if clean.all() or not clean.any():
+        return float("nan")
+    return float(roc_auc_score(clean, s[keep]))
+
+
+def per_type_auroc(score: Sequence[float], noise: Sequence[str]) -> dict[str, float]:
+    """Clean versus each noise type on its own."""
+    types = sorted({t for t in noise if t != "clean"})
+    return {t: auroc_against(score, noise, lambda tag, t=t: tag == t) for t in types}
+
+
+def harmful_precision(harmful: Sequence[bool], noise: Sequence[str]) -> float:
+    """Of the samples flagged harmful, the share that really are wrong."""
+    flagged = [tag for h, tag in zip(harmful, noise, strict=True) if h]
+    if not flagged:
+        return float("nan")
+    return sum(tag not in NOT_WRONG for tag in flagged) / len(flagged)
+
+
+def by_id(values: Mapping[str, float], ids: Sequence[str]) -> list[float]:
+    return [values[i] for i in ids]

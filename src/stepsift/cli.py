@@ -1,0 +1,196 @@
+"""The `stepsift` command. Thin: it parses arguments and calls the library."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from stepsift.data import DataValidationError
+from stepsift.engine.scoring import (
+    DEFAULT_OPTIMIZER,
+    DEFAULT_SGD_LR,
+    METHODS,
+    ScoreSettings,
+    score,
+)
+from stepsift.proxy.warmup import WarmupSettings
+from stepsift.select.topk import parse_keep, select
+from stepsift.utility.steps import OPTIMIZERS
+
+EXIT_BAD_INPUT = 2
+
+
+def add_score_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("score", help="score every candidate's one-step utility")
+    p.add_argument("candidates", type=Path, help="candidate pool (JSONL or JSON array)")
+    p.add_argument("--anchors", type=Path, required=True, help="trusted anchor set (same formats)")
+    p.add_argument("--out", type=Path, required=True, help="score file to write (.parquet)")
+    p.add_argument(
+        "--proxy",
+        default="builtin",
+        help="'builtin' (tiny VLM, warmed up on the pool) or a folder from --save-proxy",
+    )
+    p.add_argument("--method", choices=METHODS, default="exact", help="utility estimator")
+    p.add_argument(
+        "--optimizer",
+        choices=OPTIMIZERS,
+        default=DEFAULT_OPTIMIZER,
+        help="whose first step to simulate (adam continues the warm-up's state)",
+    )
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help=f"step size; default {DEFAULT_SGD_LR} for sgd, the warm-up's lr for adam",
+    )
+    w = WarmupSettings()
+    p.add_argument(
+        "--warmup-fraction",
+        type=float,
+        default=w.fraction,
+        help="fraction of the pool the built-in proxy warms up on (0: no warm-up)",
+    )
+    p.add_argument("--warmup-min-samples", type=int, default=w.min_samples)
+    p.add_argument("--warmup-min-steps", type=int, default=w.min_steps)
+    p.add_argument("--warmup-lr", type=float, default=w.lr)
+    p.add_argument("--batch-size", type=int, default=16, help="candidates per batched step")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--image-root",
+        type=Path,
+        default=None,
+        help="resolve relative image paths here (default: each data file's folder)",
+    )
+    p.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="go on past invalid candidates, writing them to OUT.rejected.jsonl",
+    )
+    p.add_argument(
+        "--harmful-below",
+        type=float,
+        default=0.0,
+        help="flag a candidate harmful when its utility is below this",
+    )
+    p.add_argument("--save-proxy", type=Path, default=None, help="save the warmed-up proxy here")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=run_score)
+
+
+def run_score(args: argparse.Namespace) -> int:
+    settings = ScoreSettings(
+        proxy=args.proxy,
+        method=args.method,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        warmup=WarmupSettings(
+            fraction=args.warmup_fraction,
+            min_samples=args.warmup_min_samples,
+            min_steps=args.warmup_min_steps,
+            lr=args.warmup_lr,
+        ),
+        batch_size=args.batch_size,
+        seed=args.seed,
+        image_root=args.image_root,
+        skip_invalid=args.skip_invalid,
+        harmful_below=args.harmful_below,
+        save_proxy=args.save_proxy,
+        dtype=args.dtype,
+        progress=not args.quiet,
+    )
+    summary = score(args.candidates, args.anchors, args.out, settings)
+    print("\n".join(summary.lines()))
+    return 0
+
+
+def add_select_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("select", help="write the top candidates by utility, in the input's format")
+    p.add_argument("candidates", type=Path)
+    p.add_argument("--scores", type=Path, required=True)
+    p.add_argument("--keep", required=True, help="20%%, 0.2 or a count such as 5000")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--drop-harmful", action="store_true", help="never keep a harmful candidate")
+    p.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="ignore invalid candidate records (those `score --skip-invalid` rejected)",
+    )
+    p.add_argument(
+        "--order",
+        choices=("input", "utility"),
+        default="input",
+        help="write kept records in the input's order or best first",
+    )
+    p.set_defaults(run=run_select)
+
+
+def run_select(args: argparse.Namespace) -> int:
+    selection = select(
+        args.candidates,
+        args.scores,
+        parse_keep(args.keep),
+        args.out,
+        drop_harmful=args.drop_harmful,
+        skip_invalid=args.skip_invalid,
+        order=args.order,
+    )
+    print("\n".join(selection.lines()))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def add_demo_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="the built-in demonstration on generated visual math data")
+    p.add_argument("--out", type=Path, default=Path("runs/demo"))
+    p.add_argument("--pool", type=int, default=1000, help="candidate pool size")
+    p.add_argument("--noise", type=float, default=0.4, help="fraction of noisy pool samples")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(run=run_demo)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from stepsift.bench.demo import run_demo as demo
+
+    demo(
+        out=args.out,
+        pool_size=args.pool,
+        noise_rate=args.noise,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stepsift", description="Pick the training data worth training on (one-step utility)."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_score_parser(sub)
+    add_select_parser(sub)
+    add_demo_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except DataValidationError as e:
+        print(f"stepsift {args.command}: invalid input\n{e}", file=sys.stderr)
+        if args.command == "score" and not getattr(args, "skip_invalid", False):
+            print("(pass --skip-invalid to go on without these records)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (FileNotFoundError, ValueError, FloatingPointError) as e:
+        print(f"stepsift {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"stepsift {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""The proxy interface: what the utility estimators need from any model family.
+
+A proxy turns records into a `Batch` (tensors plus a loss mask over the assistant's
+tokens), computes per-sample losses *functionally* (from an explicit parameter dict,
+so `torch.func` can differentiate and vectorise over samples and parameter sets),
+and says which parameters a simulated step may move.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from stepsift.data.record import Record
+
+Params = dict[str, Tensor]
+
+
+@dataclass
+class Batch:
+    """Collated records. Every tensor in `tensors` has the batch as its first dim."""
+
+    ids: list[str]
+    tensors: dict[str, Tensor]
+    tokens: Tensor  # (B,) number of supervised tokens per sample, after truncation
+    truncated: Tensor  # (B,) bool, whether the record was cut at the proxy's max length
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def to(self, device: torch.device | str) -> Batch:
+        moved = {k: v.to(device) for k, v in self.tensors.items()}
+        return Batch(self.ids, moved, self.tokens, self.truncated)
+
+    def select(self, index: slice) -> Batch:
+        return Batch(
+            self.ids[index],
+            {k: v[index] for k, v in self.tensors.items()},
+            self.tokens[index],
+            self.truncated[index],
+        )
+
+
+class Proxy(ABC):
+    """A model that stepsift can simulate optimizer steps on."""
+
+    model: nn.Module
+    # The Adam state left by the warm-up, keyed by parameter name:
+    # {"exp_avg": Tensor, "exp_avg_sq": Tensor, "step": int}; empty when there is none.
+    # Implementations set it in __init__ (never share a class-level dict).
+    adam_state: dict[str, dict[str, Tensor | int]]
+
+    @abstractmethod
+    def collate(self, records: Sequence[Record]) -> Batch:
+        """Tokenise and pad records; the loss mask covers assistant tokens only."""
+
+    @abstractmethod
+    def per_sample_loss(
+        self, params: Mapping[str, Tensor], tensors: Mapping[str, Tensor]
+    ) -> Tensor:
+        """Mean token loss over supervised tokens, one value per sample: shape (B,).
+
+        `params` maps parameter names to tensors and may hold only some of the model's
+        parameters; the rest are taken from the model as they are.
+        """
+
+    @abstractmethod
+    def save(self, directory: Path) -> None:
+        """Write the proxy (weights, config, optimizer state if any) to a folder."""
+
+    def step_parameter_names(self) -> list[str]:
+        """Names of the parameters a simulated step may move (default: all trainable)."""
+        return [n for n, p in self.model.named_parameters() if p.requires_grad]
+
+    def step_parameters(self) -> Params:
+        """Detached copies-by-reference of the parameters a step may move."""
+        named = dict(self.model.named_parameters())
+        return {n: named[n].detach() for n in self.step_parameter_names()}
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
