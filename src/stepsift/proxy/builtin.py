@@ -127,9 +127,13 @@ class BuiltinProxy(Proxy):
         meta_path = directory / "proxy.json"
         if not meta_path.is_file():
             raise FileNotFoundError(f"{directory}: not a saved stepsift proxy (no proxy.json)")
-        meta = json.loads(meta_path.read_text())
-        if meta.get("kind") != KIND:
-            raise ValueError(f"{meta_path}: kind {meta.get('kind')!r} is not {KIND!r}")
+        try:
+            meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{meta_path}: not valid JSON ({e})") from e
+        if not isinstance(meta, dict) or meta.get("kind") != KIND:
+            kind = meta.get("kind") if isinstance(meta, dict) else None
+            raise ValueError(f"{meta_path}: kind {kind!r} is not {KIND!r}")
         proxy = cls(TinyVLMConfig(**meta["config"]))
         state = torch.load(directory / "model.pt", map_location="cpu", weights_only=True)
         proxy.model.load_state_dict(state)
@@ -138,8 +142,3 @@ class BuiltinProxy(Proxy):
             proxy.adam_state = torch.load(adam_path, map_location="cpu", weights_only=True)
         proxy.adam_hparams = meta.get("adam_hparams", {})
         return proxy
-
-    @staticmethod
-    def is_saved_proxy(directory: Path) -> bool:
-        meta_path = Path(directory) / "proxy.json"
-        return meta_path.is_file() and json.loads(meta_path.read_text()).get("kind") == KIND

@@ -30,8 +30,10 @@ class TinyVLMConfig:
 
     @property
     def n_image_tokens(self) -> int:
-        # three stride-2 convolutions: 32 -> 16 -> 8 -> 4, so a 4x4 grid
-        side = self.image_size // 8
+        # three stride-2, padding-1 convolutions: each maps n to ceil(n / 2); 32 -> 4
+        side = self.image_size
+        for _ in range(3):
+            side = (side + 1) // 2
         return side * side
 
     def to_dict(self) -> dict:
