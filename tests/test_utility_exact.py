@@ -163,11 +163,13 @@ def assert_close(actual: Tensor, expected: np.ndarray, rtol: float = RTOL) -> No
 
 
 # -- tests ------------------------------------------------------------------------------
-def test_sgd_utility_matches_real_sgd_step(proxy, candidates, anchors) -> None:
-    """SGD: U equals the anchor-loss drop after a real torch.optim.SGD step per candidate."""
+@pytest.mark.parametrize("strategy", ["loop", "vmap"])
+def test_sgd_utility_matches_real_sgd_step(proxy, candidates, anchors, strategy) -> None:
+    """SGD: U equals the anchor-loss drop after a real torch.optim.SGD step per candidate,
+    whichever way the anchors are evaluated at the stacked parameter sets."""
     rule = make_step_rule("sgd", 0.5, proxy, 0.0)
     assert isinstance(rule, SGDStep)
-    result = stepsift(proxy, candidates, anchors, rule)
+    result = stepsift(proxy, candidates, anchors, rule, strategy=strategy)
     expected, _ = reference(proxy, candidates, anchors, sgd(0.5))
     assert result.utility.dtype == torch.float64 and result.utility.shape == (5,)
     assert np.all(np.abs(expected) > 1e-8), "reference utilities should be clearly non-zero"
@@ -183,7 +185,10 @@ def test_fresh_adam_utility_matches_real_adam_step(proxy, candidates, anchors) -
     assert_close(result.utility, expected)
 
 
-def test_adam_continuing_warmup_state_matches_real_adam(proxy, candidates, anchors) -> None:
+@pytest.mark.parametrize("strategy", ["loop", "vmap"])
+def test_adam_continuing_warmup_state_matches_real_adam(
+    proxy, candidates, anchors, strategy
+) -> None:
     """Adam continuing the warm-up's state equals a real Adam loaded with that state."""
     pool = candidates + anchors
     settings = WarmupSettings(min_samples=4, min_steps=3, batch_size=2, fraction=1.0)
@@ -191,7 +196,7 @@ def test_adam_continuing_warmup_state_matches_real_adam(proxy, candidates, ancho
     assert proxy.adam_state and all(st["step"] >= 3 for st in proxy.adam_state.values())
     rule = make_step_rule("adam", None, proxy, 0.0)
     assert isinstance(rule, AdamStep) and rule.state
-    result = stepsift(proxy, candidates, anchors, rule)
+    result = stepsift(proxy, candidates, anchors, rule, strategy=strategy)
     expected, _ = reference(
         proxy,
         candidates,
@@ -237,11 +242,13 @@ def test_batch_split_gives_same_utilities(proxy, candidates, anchors) -> None:
 
 
 def test_max_sequences_chunking_does_not_change_values(proxy, candidates, anchors) -> None:
-    """Evaluating the anchors in tiny chunks (max_sequences=1, 2) changes nothing."""
+    """Evaluating the anchors in tiny chunks, either strategy, changes nothing."""
     rule = SGDStep(lr=0.5)
     wide = stepsift(proxy, candidates, anchors, rule)
-    for max_sequences in (1, 2):
-        narrow = stepsift(proxy, candidates, anchors, rule, max_sequences=max_sequences)
+    for max_sequences, strategy in [(1, "loop"), (1, "vmap"), (2, "vmap"), (7, "vmap")]:
+        narrow = stepsift(
+            proxy, candidates, anchors, rule, max_sequences=max_sequences, strategy=strategy
+        )
         torch.testing.assert_close(narrow.utility, wide.utility, rtol=1e-9, atol=0)
 
 
