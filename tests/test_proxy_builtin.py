@@ -21,15 +21,6 @@ SMALL = {"d_model": 32, "n_layers": 2, "n_heads": 2, "max_len": 96}
 MAX_TEXT = SMALL["max_len"] - TinyVLMConfig(**SMALL).n_image_tokens  # 80 text positions
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices: a second thread only adds OpenMP sync cost (large on a busy CPU)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def make_record(rid: str, turns: Sequence[Turn], images: Sequence[Path] = ()) -> Record:
     return Record(
         id=rid,

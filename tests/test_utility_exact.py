@@ -31,15 +31,6 @@ SMALL = {"d_model": 32, "n_layers": 2, "n_heads": 2, "max_len": 96}
 MakeOptimizer = Callable[[dict[str, nn.Parameter], list[str]], torch.optim.Optimizer]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices: a second thread only adds OpenMP sync cost (large on a busy CPU)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # -- records and images --------------------------------------------------------------
 def make_record(rid: str, user: str, reply: str, images: Sequence[Path] = ()) -> Record:
     turns = (Turn("user", user), Turn("assistant", reply, supervised=True))
