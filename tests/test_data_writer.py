@@ -99,14 +99,19 @@ def test_write_rejected_keeps_raw_text_even_when_not_json(tmp_path: Path) -> Non
     )
     result = read_records(src)
     out = tmp_path / "rejected.jsonl"
-    assert write_rejected(result.problems, out) == 4
+    assert len(result.problems) == 4
+    # one line per rejected record: the record on line 3 has three problems
+    assert write_rejected(result.problems, out) == 2
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
-    assert [set(r) for r in rows] == [{"file", "line", "id", "field", "problem", "raw"}] * 4
+    keys = {"file", "line", "id", "field", "problem", "problems", "raw"}
+    assert [set(r) for r in rows] == [keys] * 2
     assert rows[0]["line"] == 2 and rows[0]["raw"] == '{"id": "x", "conversations": ['
     assert rows[0]["id"] is None and rows[0]["problem"].startswith("not valid JSON")
-    assert {(r["line"], r["id"], r["field"]) for r in rows[1:]} == {
-        (3, "y", "conversations[0].value"),
-        (3, "y", "conversations[1].from"),
-        (3, "y", "conversations[1].value"),
+    assert (rows[1]["line"], rows[1]["id"]) == (3, "y")
+    assert {p["field"] for p in rows[1]["problems"]} == {
+        "conversations[0].value",
+        "conversations[1].from",
+        "conversations[1].value",
     }
+    assert rows[1]["problem"] == "; ".join(p["message"] for p in rows[1]["problems"])
     assert all(r["file"] == str(src) for r in rows)

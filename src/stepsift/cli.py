@@ -118,6 +118,12 @@ def add_select_parser(sub: argparse._SubParsersAction) -> None:
         help="ignore invalid candidate records (those `score --skip-invalid` rejected)",
     )
     p.add_argument(
+        "--image-root",
+        type=Path,
+        default=None,
+        help="as for score: where relative image paths resolve (images are re-validated)",
+    )
+    p.add_argument(
         "--order",
         choices=("input", "utility"),
         default="input",
@@ -135,6 +141,7 @@ def run_select(args: argparse.Namespace) -> int:
         drop_harmful=args.drop_harmful,
         skip_invalid=args.skip_invalid,
         order=args.order,
+        image_root=args.image_root,
     )
     print("\n".join(selection.lines()))
     print(f"wrote {args.out}")

@@ -36,23 +36,29 @@ def write_records(
 
 
 def write_rejected(problems: Iterable[Problem], out_path: str | os.PathLike[str]) -> int:
-    """Write one JSONL line per problem: {"file","line","id","field","problem","raw"}.
+    """Write one JSONL line per rejected record (not per problem), so that scored plus
+    rejected adds up to the input: {"file", "line", "id", "field", "problem", "problems",
+    "raw"}. `field` and `problem` are the first problem's; `problems` lists them all.
 
     `raw` is kept as a string because the rejected text may not be valid JSON.
     """
+    by_record: dict[tuple[str, int], list[Problem]] = {}
+    for p in problems:
+        by_record.setdefault((str(p.file), p.line), []).append(p)
     lines = [
         json.dumps(
             {
-                "file": str(p.file),
-                "line": p.line,
-                "id": p.record_id,
-                "field": p.field,
-                "problem": p.message,
-                "raw": p.raw,
+                "file": file,
+                "line": line,
+                "id": found[0].record_id,
+                "field": found[0].field,
+                "problem": "; ".join(p.message for p in found),
+                "problems": [{"field": p.field, "message": p.message} for p in found],
+                "raw": found[0].raw,
             },
             ensure_ascii=False,
         )
-        for p in problems
+        for (file, line), found in by_record.items()
     ]
     _atomic_write(Path(out_path), "".join(line + "\n" for line in lines))
     return len(lines)

@@ -37,6 +37,8 @@ def parse_keep(spec: str) -> Keep:
     if m:
         fraction = float(m.group(1)) / 100
     elif re.fullmatch(r"\d+", text):
+        if int(text) == 0:
+            raise ValueError(f"--keep {spec!r}: keeping 0 records writes an empty subset")
         return Keep(count=int(text))
     elif re.fullmatch(r"0?\.\d+|1\.0*", text):
         fraction = float(text)
@@ -109,13 +111,16 @@ def select(
     drop_harmful: bool = False,
     skip_invalid: bool = False,
     order: str = "input",
+    image_root: Path | None = None,
 ) -> Selection:
     """Write the chosen records of `candidates`, byte-for-byte, in the input's own format.
 
-    `order` is "input" (the file's order) or "utility" (best first).
+    `order` is "input" (the file's order) or "utility" (best first). Records are validated
+    as `score` validated them (images included, resolved against `image_root`), so that with
+    `skip_invalid` the same records are left out.
     """
     keep = parse_keep(keep) if isinstance(keep, str) else keep
-    read = read_records(Path(candidates), check_images=False)
+    read = read_records(Path(candidates), image_root)
     if read.problems and not skip_invalid:
         raise DataValidationError(read.problems)
     table = read_scores(Path(scores))
