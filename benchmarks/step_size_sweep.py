@@ -36,8 +36,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/sweep"))
     args = ap.parse_args()
 
-    paths = write_benchmark(args.out, n_pool=args.pool, n_anchors=100, n_test=10,
-                            noise_rate=args.noise, seed=args.seed)
+    paths = write_benchmark(
+        args.out, n_pool=args.pool, n_anchors=100, n_test=10, noise_rate=args.noise, seed=args.seed
+    )
     pool = length_sorted(read_records(paths.pool).records)
     anchors = read_records(paths.anchors).records
     tags = noise_tags(paths.pool)
@@ -64,10 +65,15 @@ def main() -> None:
             loss += r.loss.tolist()
         sec = (time.perf_counter() - start) / len(pool)
         d = rule.describe()
-        name = f"{d['optimizer']} lr={d['lr']:g}" + (f" ({d['adam_state']})" if "adam_state" in d else "")
+        name = f"{d['optimizer']} lr={d['lr']:g}" + (
+            f" ({d['adam_state']})" if "adam_state" in d else ""
+        )
         u = np.asarray(utility)
-        print(f"| {name} | {noise_auroc(u, noise):.3f} | {noise_auroc(-np.asarray(loss), noise):.3f} "
-              f"| {np.mean(u < 0):.2f} | {sec:.3f} |", flush=True)
+        print(
+            f"| {name} | {noise_auroc(u, noise):.3f} | {noise_auroc(-np.asarray(loss), noise):.3f} "
+            f"| {np.mean(u < 0):.2f} | {sec:.3f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
