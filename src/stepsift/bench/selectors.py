@@ -1,0 +1,500 @@
+"""Baseline data selectors for the benchmark: each picks a subset of the same candidate pool.
+
+Every selector returns a `SelectionResult`: the kept ids (best first where the selector ranks,
+else in pool order), the target size floor(fraction * n), a note saying why fewer were kept when
+that happens (never silently padded), and `select_seconds`, the selector's own measured cost.
+
+    full             everything
+    random           a uniform random subset (seeded)
+    ost              top by one-step utility (the score table of `stepsift score`)
+    ost_drop_harmful the same, never keeping a sample scored harmful
+    high_loss        highest proxy loss first ("hard examples")
+    ifd              Instruction-Following Difficulty (Li et al. 2024) on the proxy
+    deita            a DEITA-like score-then-diversity filter (Liu et al. 2024) on the proxy
+
+Selectors see only what a user's pipeline would: the records' turns and images, a score table
+and the proxy. None of them reads `Record.metadata` (the benchmark hides the ground truth there).
+The score-table selectors' `select_seconds` covers the selection only; the table's own cost is
+the `score` run's. `ifd` and `deita` time their proxy forward passes, which are their real cost.
+
+A judge selector (built with the benchmark's target model, elsewhere) fits the same interface:
+it receives the pool records (turns and images; no metadata), the keep fraction, and a judge
+callable mapping a batch of records to one float each (the target model's rating of the answer,
+higher is better); it keeps the top floor(fraction * n) by rating, ties broken by id through
+`select.topk.rank`, and returns a `SelectionResult` whose `select_seconds` includes the judging.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer
+
+from stepsift.data.record import Record, Turn
+from stepsift.engine.store import read_scores
+from stepsift.proxy.base import Proxy
+from stepsift.proxy.byte_tokenizer import PAD
+from stepsift.select.topk import Keep, choose, rank
+
+
+@dataclass
+class SelectionResult:
+    """What a selector kept, and what it cost."""
+
+    name: str
+    kept_ids: list[str]
+    n_pool: int
+    n_target: int
+    select_seconds: float
+    note: str = ""  # why fewer than n_target were kept, or other caveats; "" when none
+    scores: dict[str, float] | None = None  # the selector's per-record score, where it has one
+
+    @property
+    def n_kept(self) -> int:
+        return len(self.kept_ids)
+
+
+def _target(n: int, fraction: float) -> int:
+    if not 0 < fraction <= 1:
+        raise ValueError(f"keep fraction must be in (0, 1], got {fraction}")
+    return Keep(fraction=fraction).size(n)
+
+
+# --- selectors without a model ------------------------------------------------------------
+
+
+def full(records: Sequence[Record]) -> SelectionResult:
+    """Every record: the no-selection baseline."""
+    start = time.perf_counter()
+    ids = [r.id for r in records]
+    return SelectionResult("full", ids, len(ids), len(ids), time.perf_counter() - start)
+
+
+def random_k(records: Sequence[Record], fraction: float, seed: int = 0) -> SelectionResult:
+    """floor(fraction * n) records drawn uniformly without replacement, kept in pool order."""
+    start = time.perf_counter()
+    n_target = _target(len(records), fraction)
+    picked = np.sort(np.random.default_rng(seed).choice(len(records), n_target, replace=False))
+    ids = [records[i].id for i in picked]
+    return SelectionResult("random", ids, len(records), n_target, time.perf_counter() - start)
+
+
+# --- selectors on a score table -----------------------------------------------------------
+
+
+def _table(scores: pa.Table | str | Path) -> pa.Table:
+    return scores if isinstance(scores, pa.Table) else read_scores(Path(scores))
+
+
+def _column(table: pa.Table, name: str) -> np.ndarray:
+    if name not in table.column_names:
+        raise ValueError(f"score table lacks column {name!r}")
+    return table.column(name).to_numpy(zero_copy_only=False)
+
+
+def _ost(name: str, scores: pa.Table | str | Path, fraction: float, drop: bool) -> SelectionResult:
+    start = time.perf_counter()
+    table = _table(scores)
+    ids = [str(x) for x in _column(table, "id")]
+    utility = _column(table, "utility").astype(np.float64)
+    # as `stepsift select`: without a harmful column, negative utility counts as harmful
+    harmful = (
+        _column(table, "harmful").astype(bool) if "harmful" in table.column_names else utility < 0
+    )
+    sel = choose(ids, utility, harmful, Keep(fraction=fraction), drop_harmful=drop)
+    note = ""
+    if sel.n_dropped_harmful:
+        note = f"{sel.n_dropped_harmful} harmful sample(s) in the top {sel.n_target} left out"
+    return SelectionResult(
+        name, sel.kept_ids, len(ids), sel.n_target, time.perf_counter() - start, note
+    )
+
+
+def ost_top_k(scores: pa.Table | str | Path, fraction: float) -> SelectionResult:
+    """The top floor(fraction * n) by one-step utility (ties by id), as `stepsift select`."""
+    return _ost("ost", scores, fraction, drop=False)
+
+
+def ost_drop_harmful(scores: pa.Table | str | Path, fraction: float) -> SelectionResult:
+    """The top by utility with harmful ones removed; fewer are kept when the top holds any."""
+    return _ost("ost_drop_harmful", scores, fraction, drop=True)
+
+
+def high_loss(scores: pa.Table | str | Path, fraction: float) -> SelectionResult:
+    """The samples with the HIGHEST proxy loss (the classic "hard examples" filter).
+
+    Uses the score table's `loss` column (the proxy's mean answer-token loss, a by-product of
+    scoring). Low-loss selection is the other direction ("easy"/"clean" examples); it is not
+    offered here, but is this ranking reversed. Ties go by id; a NaN loss ranks last.
+    """
+    start = time.perf_counter()
+    table = _table(scores)
+    ids = [str(x) for x in _column(table, "id")]
+    loss = _column(table, "loss").astype(np.float64)
+    sel = choose(ids, loss, np.zeros(len(ids), dtype=bool), Keep(fraction=fraction))
+    scores_out = dict(zip(ids, loss.tolist(), strict=True))
+    elapsed = time.perf_counter() - start
+    return SelectionResult(
+        "high_loss", sel.kept_ids, len(ids), sel.n_target, elapsed, "", scores_out
+    )
+
+
+# --- proxy forward passes -----------------------------------------------------------------
+
+
+@dataclass
+class _Forward:
+    loss: np.ndarray  # (n,) mean loss over supervised tokens
+    tokens: np.ndarray  # (n,) supervised tokens inside the proxy's window
+    embedding: np.ndarray | None  # (n, d) mean-pooled final hidden states, when asked for
+
+
+def _forward(
+    proxy: Proxy, records: Sequence[Record], batch_size: int, embed: bool = False
+) -> _Forward:
+    """Per-record losses (model's own weights, no grad) and optionally embeddings, in batches."""
+    captured: dict[str, torch.Tensor] = {}
+    hook = None
+    if embed:
+        final_norm = getattr(proxy.model, "ln_f", None)
+        if final_norm is None:
+            raise ValueError(
+                "proxy embeddings need the built-in proxy (a model with a final `ln_f`); "
+                "use embedding='tfidf' for other proxies"
+            )
+        # the final norm's output is the trunk's last hidden state, text positions only
+        hook = final_norm.register_forward_hook(lambda m, i, out: captured.update(h=out))
+    losses, tokens, embeddings = [], [], []
+    try:
+        with torch.no_grad():
+            for start in range(0, len(records), batch_size):
+                batch = proxy.collate(records[start : start + batch_size])
+                losses.append(proxy.per_sample_loss({}, batch.tensors).double().cpu().numpy())
+                tokens.append(batch.tokens.cpu().numpy())
+                if embed:
+                    h = captured.pop("h")
+                    real = (batch.tensors["input_ids"] != PAD).unsqueeze(-1).to(h.dtype)
+                    pooled = (h * real).sum(dim=1) / real.sum(dim=1).clamp(min=1.0)
+                    embeddings.append(pooled.double().cpu().numpy())
+    finally:
+        if hook is not None:
+            hook.remove()
+    if not records:
+        return _Forward(
+            np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros((0, 0)) if embed else None
+        )
+    return _Forward(
+        np.concatenate(losses),
+        np.concatenate(tokens),
+        np.concatenate(embeddings) if embed else None,
+    )
+
+
+def proxy_embeddings(proxy: Proxy, records: Sequence[Record], batch_size: int = 16) -> np.ndarray:
+    """(n, d_model) mean over non-pad text positions of the built-in proxy's final hidden state.
+
+    Taken by a forward hook on the model's final LayerNorm; the text states attend to the image
+    tokens, so the image is in the embedding too. The proxy itself is left untouched.
+    """
+    emb = _forward(proxy, records, batch_size, embed=True).embedding
+    assert emb is not None
+    return emb
+
+
+def answer_only(record: Record, keep_image: bool = False) -> Record:
+    """The record with its user turns removed (system and assistant turns stay)."""
+    turns = tuple(t for t in record.turns if t.role != "user")
+    return replace(record, turns=turns, images=record.images if keep_image else ())
+
+
+def question_supervised(record: Record) -> Record:
+    """The record with the loss moved onto the user turns (assistant turns become context)."""
+    turns = tuple(Turn(t.role, t.text, supervised=t.role == "user") for t in record.turns)
+    return replace(record, turns=turns)
+
+
+def _ranked_valid(ids: list[str], score: np.ndarray, valid: np.ndarray, k: int) -> list[int]:
+    """Indices of up to k valid records by score, highest first, ties by id."""
+    order = rank(ids, np.where(valid, score, -np.inf))
+    return [int(i) for i in order if valid[i]][:k]
+
+
+# --- IFD ----------------------------------------------------------------------------------
+
+
+def ifd_scores(
+    proxy: Proxy, records: Sequence[Record], batch_size: int = 16, keep_image: bool = False
+) -> np.ndarray:
+    """IFD = loss(answer | question) / loss(answer alone) per record; NaN where undefined.
+
+    Undefined: no answer token inside the proxy's window in either rendering, or a zero
+    answer-alone loss.
+    """
+    conditioned = _forward(proxy, records, batch_size)
+    alone = _forward(proxy, [answer_only(r, keep_image) for r in records], batch_size)
+    ok = (conditioned.tokens > 0) & (alone.tokens > 0) & (alone.loss > 0)
+    out = np.full(len(records), np.nan)
+    out[ok] = conditioned.loss[ok] / alone.loss[ok]
+    return out
+
+
+def ifd(
+    proxy: Proxy,
+    records: Sequence[Record],
+    fraction: float,
+    batch_size: int = 16,
+    keep_image: bool = False,
+) -> SelectionResult:
+    """Instruction-Following Difficulty (Li et al. 2024, "From Quantity to Quality") on the proxy.
+
+    IFD = s(A | Q) / s(A), s the mean answer-token loss: how little the instruction helps the
+    model produce the answer. Kept: the highest IFD, excluding IFD > 1 as the paper does (there
+    the instruction makes the answer *less* likely: question and answer do not match). When too
+    few remain the result is smaller than the target and `note` says how many were excluded.
+
+    s(A) drops the user turns *and*, by default, the image: in a VLM sample the instruction is
+    the image plus the question, and the paper's s(A) conditions on nothing. `keep_image=True`
+    gives the "question text only" variant. Pass the same warmed-up proxy OST scored with (the
+    paper likewise scores with a briefly fine-tuned "pre-experienced" model).
+    """
+    start = time.perf_counter()
+    ids = [r.id for r in records]
+    n_target = _target(len(ids), fraction)
+    score = ifd_scores(proxy, records, batch_size, keep_image)
+    undefined = np.isnan(score)
+    above = ~undefined & (score > 1.0)
+    valid = ~undefined & ~above
+    kept = _ranked_valid(ids, score, valid, n_target)
+    note = ""
+    if len(kept) < n_target:
+        note = (
+            f"only {int(valid.sum())} of {len(ids)} eligible for a target of {n_target}: "
+            f"{int(above.sum())} with IFD > 1 and {int(undefined.sum())} undefined "
+            "(no answer token in the proxy's window) excluded"
+        )
+    scores_out = dict(zip(ids, score.tolist(), strict=True))
+    elapsed = time.perf_counter() - start
+    return SelectionResult(
+        "ifd", [ids[i] for i in kept], len(ids), n_target, elapsed, note, scores_out
+    )
+
+
+# --- DEITA-like ---------------------------------------------------------------------------
+
+
+def tfidf_embeddings(records: Sequence[Record]) -> Any:
+    """L2-normalised TF-IDF (a scipy CSR matrix) of hashed character 3-5-grams of each record's
+    whole text; the IDF is fitted on the pool itself."""
+    texts = ["\n".join(f"{t.role}: {t.text}" for t in r.turns) for r in records]
+    hashed = HashingVectorizer(
+        analyzer="char_wb", ngram_range=(3, 5), n_features=2**18, alternate_sign=False, norm=None
+    ).transform(texts)
+    return TfidfTransformer(sublinear_tf=True).fit_transform(hashed).tocsr()
+
+
+def _unit(emb: np.ndarray) -> np.ndarray:
+    # centring removes the direction every hidden state shares (transformer states are
+    # anisotropic: raw cosines all sit near 1), so a similarity threshold separates samples
+    centred = emb - emb.mean(axis=0, keepdims=True)
+    norm = np.linalg.norm(centred, axis=1, keepdims=True)
+    return centred / np.maximum(norm, 1e-12)
+
+
+def _cosines(a: Any, b: Any) -> np.ndarray:
+    """Dense (len(a), len(b)) dot products of unit rows, dense or sparse."""
+    prod = a @ b.T
+    return prod.toarray() if hasattr(prod, "toarray") else np.asarray(prod)
+
+
+def diverse_greedy(
+    order: Sequence[int], emb: Any, k: int, threshold: float | None, block: int = 1024
+) -> list[int]:
+    """Walk `order`, keeping a row unless its cosine to an already kept row is >= threshold.
+
+    Blocked: each block of candidates is compared to everything kept so far in one product,
+    then within itself, so the cost is O(n * k) similarities in matrix form, not a Python loop
+    over pairs. `threshold=None` turns the filter off (the first k of `order`).
+    """
+    order = list(order)
+    if threshold is None:
+        return order[:k]
+    kept: list[int] = []
+    for start in range(0, len(order), block):
+        if len(kept) >= k:
+            break
+        idx = order[start : start + block]
+        alive = np.ones(len(idx), dtype=bool)
+        if kept:
+            alive &= _cosines(emb[idx], emb[kept]).max(axis=1) < threshold
+        within = _cosines(emb[idx], emb[idx])
+        for j in range(len(idx)):
+            if not alive[j]:
+                continue
+            kept.append(idx[j])
+            if len(kept) >= k:
+                break
+            alive[j + 1 :] &= within[j, j + 1 :] < threshold
+    return kept
+
+
+def deita_like(
+    proxy: Proxy,
+    records: Sequence[Record],
+    fraction: float,
+    threshold: float | None = 0.9,
+    embedding: str = "proxy",
+    batch_size: int = 16,
+    block: int = 1024,
+) -> SelectionResult:
+    """A DEITA-like selector (Liu et al. 2024, "What Makes Good Data for Alignment?"), on the proxy.
+
+    DEITA rates each sample's complexity and quality with trained LLM scorers, ranks by their
+    product, and walks that ranking keeping a sample only if its embedding's cosine similarity
+    to every sample kept so far is below a threshold. This analogue keeps the procedure and
+    swaps the scorers for cheap proxy signals (no hidden metadata, no rule for the benchmark's
+    noise types):
+
+    - complexity: the proxy's mean loss on the question (user) tokens: how much the
+      instruction surprises a model that has seen the pool's distribution;
+    - quality: exp(-answer loss | question, image), the answer's geometric-mean token
+      probability: how well-formed and plausible the reply is to the proxy;
+    - embedding: "proxy" (mean-pooled final hidden states, centred) or "tfidf" (hashed
+      character n-gram TF-IDF of the whole conversation);
+    - threshold: cosine similarity at or above which a candidate is skipped; None turns
+      the diversity filter off.
+
+    Records with no answer token in the proxy's window have no quality and are excluded. When
+    the filter leaves fewer than the target, fewer are kept and `note` says so.
+    """
+    if embedding not in ("proxy", "tfidf"):
+        raise ValueError(f"unknown embedding {embedding!r}; choose 'proxy' or 'tfidf'")
+    start = time.perf_counter()
+    ids = [r.id for r in records]
+    n_target = _target(len(ids), fraction)
+    answer = _forward(proxy, records, batch_size, embed=embedding == "proxy")
+    question = _forward(proxy, [question_supervised(r) for r in records], batch_size)
+    score = question.loss * np.exp(-answer.loss)
+    valid = answer.tokens > 0
+    order = _ranked_valid(ids, score, valid, len(ids))
+    if embedding == "proxy":
+        assert answer.embedding is not None
+        emb: Any = _unit(answer.embedding)
+    else:
+        emb = tfidf_embeddings(records)
+    kept = diverse_greedy(order, emb, n_target, threshold, block)
+    notes = []
+    if (~valid).any():
+        notes.append(f"{int((~valid).sum())} without an answer token in the proxy's window")
+    if len(kept) < n_target:
+        notes.append(
+            f"kept {len(kept)} of a target of {n_target}: the diversity filter "
+            f"(cosine >= {threshold}) skipped {len(order) - len(kept)} of {len(order)} ranked"
+        )
+    scores_out = dict(zip(ids, np.where(valid, score, np.nan).tolist(), strict=True))
+    elapsed = time.perf_counter() - start
+    return SelectionResult(
+        "deita", [ids[i] for i in kept], len(ids), n_target, elapsed, "; ".join(notes), scores_out
+    )
+
+
+# --- registry -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SelectorInputs:
+    """Everything a selector may draw on; each selector says which parts it needs."""
+
+    records: Sequence[Record]
+    scores: pa.Table | None = None  # a `stepsift score` table (see engine/store.py)
+    proxy: Proxy | None = None  # the warmed-up proxy OST scored with
+    batch_size: int = 16
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Selector:
+    name: str
+    description: str
+    needs: tuple[str, ...]  # fields of SelectorInputs that must not be None
+    run: Callable[..., SelectionResult]
+
+    def __call__(self, inputs: SelectorInputs, fraction: float, **options: Any) -> SelectionResult:
+        """Run on `inputs`; `options` go to the selector function (e.g. threshold=0.95)."""
+        missing = [n for n in self.needs if getattr(inputs, n) is None]
+        if missing:
+            raise ValueError(f"selector {self.name!r} needs {', '.join(missing)}")
+        return self.run(inputs, fraction, **options)
+
+
+def _registry(*selectors: Selector) -> dict[str, Selector]:
+    return {s.name: s for s in selectors}
+
+
+SELECTORS: dict[str, Selector] = _registry(
+    Selector("full", "every candidate (no selection)", (), lambda x, f, **o: full(x.records)),
+    Selector(
+        "random",
+        "uniform random subset, seeded",
+        (),
+        lambda x, f, **o: random_k(x.records, f, o.get("seed", x.seed)),
+    ),
+    Selector(
+        "ost",
+        "top by one-step utility",
+        ("scores",),
+        lambda x, f, **o: ost_top_k(x.scores, f),
+    ),
+    Selector(
+        "ost_drop_harmful",
+        "top by one-step utility, never a harmful one",
+        ("scores",),
+        lambda x, f, **o: ost_drop_harmful(x.scores, f),
+    ),
+    Selector(
+        "high_loss",
+        "highest proxy loss first (hard examples)",
+        ("scores",),
+        lambda x, f, **o: high_loss(x.scores, f),
+    ),
+    Selector(
+        "ifd",
+        "Instruction-Following Difficulty on the proxy, IFD > 1 excluded",
+        ("proxy",),
+        lambda x, f, **o: ifd(x.proxy, x.records, f, o.pop("batch_size", x.batch_size), **o),
+    ),
+    Selector(
+        "deita",
+        "DEITA-like: proxy complexity x quality, cosine diversity filter",
+        ("proxy",),
+        lambda x, f, **o: deita_like(
+            x.proxy, x.records, f, batch_size=o.pop("batch_size", x.batch_size), **o
+        ),
+    ),
+)
+
+__all__ = [
+    "SELECTORS",
+    "SelectionResult",
+    "Selector",
+    "SelectorInputs",
+    "answer_only",
+    "deita_like",
+    "diverse_greedy",
+    "full",
+    "high_loss",
+    "ifd",
+    "ifd_scores",
+    "ost_drop_harmful",
+    "ost_top_k",
+    "proxy_embeddings",
+    "question_supervised",
+    "random_k",
+    "tfidf_embeddings",
+]
