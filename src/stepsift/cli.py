@@ -76,6 +76,17 @@ def add_score_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--save-proxy", type=Path, default=None, help="save the warmed-up proxy here")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing score file or unfinished run made with other settings",
+    )
+    p.add_argument(
+        "--flush-seconds",
+        type=float,
+        default=ScoreSettings.flush_seconds,
+        help="write finished scores to disk at least this often (what a crash can cost)",
+    )
     p.set_defaults(run=run_score)
 
 
@@ -99,6 +110,8 @@ def run_score(args: argparse.Namespace) -> int:
         save_proxy=args.save_proxy,
         dtype=args.dtype,
         progress=not args.quiet,
+        overwrite=args.overwrite,
+        flush_seconds=args.flush_seconds,
     )
     summary = score(args.candidates, args.anchors, args.out, settings)
     print("\n".join(summary.lines()))

@@ -8,6 +8,8 @@ in batches and writes the scores. Everything the `stepsift score` command does i
 from __future__ import annotations
 
 import math
+import os
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -18,7 +20,13 @@ import torch
 from tqdm import tqdm
 
 from stepsift.data import DataValidationError, Problem, Record, read_records, write_rejected
-from stepsift.engine.store import ScoreRows, write_scores
+from stepsift.engine.store import (
+    PartStore,
+    ScoreRows,
+    fingerprint,
+    read_scores,
+    read_settings,
+)
 from stepsift.proxy.base import Proxy
 from stepsift.proxy.builtin import BuiltinProxy
 from stepsift.proxy.warmup import WarmupReport, WarmupSettings, warm_up
@@ -32,6 +40,7 @@ from stepsift.utility.steps import make_step_rule
 DEFAULT_OPTIMIZER = "adam"
 DEFAULT_SGD_LR = 0.01
 METHODS = ("exact",)
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 @dataclass
@@ -49,12 +58,15 @@ class ScoreSettings:
     save_proxy: Path | None = None
     dtype: str = "float32"
     progress: bool = True
+    overwrite: bool = False  # replace a finished or unfinished run made with other settings
+    flush_seconds: float = 30.0  # at most this much scoring is redone after a crash
 
 
 @dataclass
 class ScoreSummary:
     out: Path
     scored: int
+    resumed: int  # scored by an earlier, interrupted run of the same command
     rejected: int
     rejected_path: Path | None
     truncated: int
@@ -66,6 +78,8 @@ class ScoreSummary:
 
     def lines(self) -> list[str]:
         out = [f"scored {self.scored} candidates -> {self.out} ({self.seconds:.1f}s)"]
+        if self.resumed:
+            out.append(f"resumed: {self.resumed} were already scored by an interrupted run")
         if self.warmup is not None and self.warmup.steps:
             w = self.warmup
             out.append(
@@ -104,7 +118,7 @@ def load_inputs(
 
 def get_proxy(settings: ScoreSettings, pool: Sequence[Record]) -> tuple[Proxy, WarmupReport | None]:
     """A loaded proxy as it is, or a fresh built-in one warmed up on a slice of the pool."""
-    dtype = {"float32": torch.float32, "float64": torch.float64}[settings.dtype]
+    dtype = DTYPES[settings.dtype]
     if settings.proxy != "builtin":
         proxy = BuiltinProxy.load(Path(settings.proxy))
         proxy.model.to(dtype)
@@ -122,76 +136,160 @@ def length_sorted(records: Sequence[Record]) -> list[Record]:
     return sorted(records, key=lambda r: (size[r.id], r.id))
 
 
+def decisive_settings(settings: ScoreSettings, candidates: Path, anchors: Path) -> dict:
+    """The settings that decide the scores: a resumed run must share every one of them."""
+    return {
+        "method": settings.method,
+        "proxy": settings.proxy,
+        "optimizer": settings.optimizer,
+        "lr": settings.lr,
+        "warmup": asdict(settings.warmup) if settings.proxy == "builtin" else None,
+        "batch_size": settings.batch_size,
+        "seed": settings.seed,
+        "dtype": settings.dtype,
+        "image_root": str(settings.image_root) if settings.image_root else None,
+        "skip_invalid": settings.skip_invalid,
+        "harmful_below": settings.harmful_below,
+        "candidates": str(candidates),
+        "anchors": str(anchors),
+    }
+
+
+def input_files(candidates: Path, anchors: Path, settings: ScoreSettings) -> list[Path]:
+    """Files whose bytes decide the scores (a loaded proxy's weights included)."""
+    files = [Path(candidates), Path(anchors)]
+    if settings.proxy != "builtin":
+        files += sorted(p for p in Path(settings.proxy).iterdir() if p.is_file())
+    return files
+
+
+def resumable_proxy(
+    settings: ScoreSettings, pool: Sequence[Record], store: PartStore
+) -> tuple[Proxy, WarmupReport | None]:
+    """The run's proxy, warmed up once: a resumed run loads the one its first part saved,
+    so it continues with exactly the same weights."""
+    if store.proxy_dir.is_dir():
+        proxy = BuiltinProxy.load(store.proxy_dir)
+        proxy.model.to(DTYPES[settings.dtype])
+        return proxy, None
+    proxy, report = get_proxy(settings, pool)
+    staging = store.dir / "proxy.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    proxy.save(staging)
+    os.replace(staging, store.proxy_dir)  # atomic: a proxy folder is whole or absent
+    return proxy, report
+
+
 def score(candidates: Path, anchors: Path, out: Path, settings: ScoreSettings) -> ScoreSummary:
-    """Score every candidate's one-step utility towards the anchors; write `out`."""
+    """Score every candidate's one-step utility towards the anchors; write `out`.
+
+    Resumable: scores go to `OUT.parts/` as they are made; rerunning the same command
+    after an interrupt or crash skips what is done and gives the same final file.
+    """
     start = time.perf_counter()
     if settings.method not in METHODS:
         raise ValueError(f"unknown method {settings.method!r}; choose one of {', '.join(METHODS)}")
+    candidates, anchors, out = Path(candidates), Path(anchors), Path(out)
     torch.manual_seed(settings.seed)
     pool, anchor_records, problems = load_inputs(
-        Path(candidates), Path(anchors), settings.image_root, settings.skip_invalid
+        candidates, anchors, settings.image_root, settings.skip_invalid
     )
+    decisive = decisive_settings(settings, candidates, anchors)
+    run_id = fingerprint(input_files(candidates, anchors, settings), decisive)
+    if out.exists() and not settings.overwrite:
+        recorded = read_settings(out)
+        if recorded.get("fingerprint") != run_id:
+            raise ValueError(
+                f"{out} exists and was made from other inputs or settings; pass --overwrite"
+            )
+        return finished_summary(out, recorded, problems, start)  # nothing left to do
+    store = PartStore(out)
+    store.open(run_id, settings.overwrite)
     rejected_path = None
     if problems:
         rejected_path = rejected_path_for(out)
         write_rejected(problems, rejected_path)
 
-    proxy, warmup_report = get_proxy(settings, pool)
+    proxy, warmup_report = resumable_proxy(settings, pool, store)
     if settings.save_proxy is not None:
         proxy.save(settings.save_proxy)
     step_rule = make_step_rule(settings.optimizer, settings.lr, proxy, DEFAULT_SGD_LR)
     estimator = ExactUtility(proxy, proxy.collate(anchor_records), step_rule)
 
-    rows = ScoreRows()
+    done = set(store.done().id)
     ordered = length_sorted(pool)
-    n_batches = math.ceil(len(ordered) / settings.batch_size)
+    # batches are cut from the whole ordered pool, so a resumed run forms the same batches
+    batches = [
+        ordered[s : s + settings.batch_size] for s in range(0, len(ordered), settings.batch_size)
+    ]
+    todo = [[r for r in b if r.id not in done] for b in batches]
     bar = tqdm(
         total=len(ordered),
+        initial=len(done),
         desc="scoring",
         unit="sample",
         disable=not settings.progress,
         file=sys.stderr,
         dynamic_ncols=True,
     )
-    for b in range(n_batches):
-        chunk = ordered[b * settings.batch_size : (b + 1) * settings.batch_size]
-        batch = proxy.collate(chunk)
-        result = estimator(batch)
-        rows.extend(
-            batch.ids,
-            result.utility.tolist(),
-            result.loss.tolist(),
-            batch.tokens.tolist(),
-            batch.truncated.tolist(),
-        )
-        bar.update(len(chunk))
-    bar.close()
-    check_finite(rows, candidates)
+    pending, last_flush = ScoreRows(), time.monotonic()
+    try:
+        for chunk in filter(None, todo):
+            batch = proxy.collate(chunk)
+            result = estimator(batch)
+            pending.extend(
+                batch.ids,
+                result.utility.tolist(),
+                result.loss.tolist(),
+                batch.tokens.tolist(),
+                batch.truncated.tolist(),
+            )
+            bar.update(len(chunk))
+            if time.monotonic() - last_flush >= settings.flush_seconds:
+                store.write_part(pending)
+                pending, last_flush = ScoreRows(), time.monotonic()
+    finally:
+        # on Ctrl-C or an error, keep every finished batch: the rerun starts after them
+        store.write_part(pending)
+        bar.close()
+    check_finite(store.done(), candidates)
 
     recorded = {
-        "method": settings.method,
-        "proxy": settings.proxy,
-        "harmful_below": settings.harmful_below,
-        "batch_size": settings.batch_size,
-        "seed": settings.seed,
-        "dtype": settings.dtype,
-        "candidates": str(candidates),
-        "anchors": str(anchors),
+        **decisive,
+        "fingerprint": run_id,
         "n_anchors": len(anchor_records),
         "base_anchor_loss": estimator.base_anchor_loss,
-        "warmup": asdict(settings.warmup) if settings.proxy == "builtin" else None,
         **step_rule.describe(),
     }
-    write_scores(rows, Path(out), settings.harmful_below, recorded)
+    rows = store.finish(settings.harmful_below, recorded)
     return ScoreSummary(
-        out=Path(out),
+        out=out,
         scored=len(rows),
-        rejected=len(problems),
+        resumed=len(done),
+        rejected=len({(p.file, p.line) for p in problems}),
         rejected_path=rejected_path,
         truncated=sum(rows.truncated),
         harmful=sum(u < settings.harmful_below for u in rows.utility),
         base_anchor_loss=estimator.base_anchor_loss,
         warmup=warmup_report,
+        seconds=time.perf_counter() - start,
+        settings=recorded,
+    )
+
+
+def finished_summary(out: Path, recorded: dict, problems: list[Problem], start: float):
+    """The summary of a run whose score file is already complete."""
+    table = read_scores(out).to_pydict()
+    return ScoreSummary(
+        out=out,
+        scored=len(table["id"]),
+        resumed=len(table["id"]),
+        rejected=len({(p.file, p.line) for p in problems}),
+        rejected_path=rejected_path_for(out) if problems else None,
+        truncated=sum(table["truncated"]),
+        harmful=sum(table["harmful"]),
+        base_anchor_loss=recorded["base_anchor_loss"],
+        warmup=None,
         seconds=time.perf_counter() - start,
         settings=recorded,
     )

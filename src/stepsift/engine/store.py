@@ -1,4 +1,5 @@
-"""The score store: one Parquet file of per-candidate scores, written atomically.
+"""The score store: one Parquet file of per-candidate scores, written atomically, and the
+resumable parts it is assembled from while a run is going.
 
 This module is the only writer of score files. Columns:
   id (string), utility (float64), loss (float64), harmful (bool), tokens (int64),
@@ -7,8 +8,10 @@ This module is the only writer of score files. Columns:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,14 +70,7 @@ def write_scores(rows: ScoreRows, path: Path, harmful_below: float, settings: di
     )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _atomic(path, lambda tmp: pq.write_table(table, tmp))
 
 
 def read_scores(path: Path) -> pa.Table:
@@ -97,3 +93,99 @@ def read_settings(path: Path) -> dict:
     meta = pq.read_schema(path).metadata or {}
     raw = meta.get(b"stepsift")
     return json.loads(raw) if raw else {}
+
+
+class PartStore:
+    """Scores written as they are made, so an interrupted run resumes where it stopped.
+
+    Beside the final file `OUT` lives a folder `OUT.parts/` holding a manifest (the
+    fingerprint of the inputs and settings), the warmed-up proxy, and Parquet parts, each
+    written atomically. A rerun with the same fingerprint skips the ids already in parts;
+    `finish` merges the parts into `OUT` and removes the folder.
+    """
+
+    def __init__(self, out: Path):
+        self.out = Path(out)
+        self.dir = self.out.with_name(self.out.name + ".parts")
+        self._next = 0
+
+    @property
+    def proxy_dir(self) -> Path:
+        return self.dir / "proxy"
+
+    def open(self, fingerprint: str, overwrite: bool) -> None:
+        """Start or resume; refuse a folder left by a run with other inputs or settings."""
+        manifest = self.dir / "manifest.json"
+        if self.dir.exists():
+            found = (
+                json.loads(manifest.read_text()).get("fingerprint") if manifest.is_file() else None
+            )
+            if found != fingerprint:
+                if not overwrite:
+                    raise ValueError(
+                        f"{self.dir}: an unfinished run with other inputs or settings is here; "
+                        "rerun it with its own settings to resume, or pass --overwrite"
+                    )
+                shutil.rmtree(self.dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if not manifest.is_file():
+            _atomic_text(manifest, json.dumps({"fingerprint": fingerprint}) + "\n")
+        self._next = len(self._parts())
+
+    def _parts(self) -> list[Path]:
+        return sorted(self.dir.glob("part-*.parquet"))
+
+    def done(self) -> ScoreRows:
+        """Everything scored so far, from the parts on disk."""
+        rows = ScoreRows()
+        for part in self._parts():
+            t = pq.read_table(part).to_pydict()
+            rows.extend(t["id"], t["utility"], t["loss"], t["tokens"], t["truncated"])
+        return rows
+
+    def write_part(self, rows: ScoreRows) -> None:
+        if not len(rows):
+            return
+        table = pa.table(
+            {
+                "id": pa.array(rows.id, pa.string()),
+                "utility": pa.array(rows.utility, pa.float64()),
+                "loss": pa.array(rows.loss, pa.float64()),
+                "tokens": pa.array(rows.tokens, pa.int64()),
+                "truncated": pa.array(rows.truncated, pa.bool_()),
+            }
+        )
+        _atomic(self.dir / f"part-{self._next:06d}.parquet", lambda tmp: pq.write_table(table, tmp))
+        self._next += 1
+
+    def finish(self, harmful_below: float, settings: dict) -> ScoreRows:
+        rows = self.done()
+        write_scores(rows, self.out, harmful_below, settings)
+        shutil.rmtree(self.dir)
+        return rows
+
+
+def fingerprint(files: list[Path], settings: dict) -> str:
+    """A hash of the input files' bytes and the settings that decide the scores."""
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    for f in files:
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def _atomic(path: Path, write) -> None:
+    """Call write(tmp) on a temp name in the same folder, then rename it to `path`."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    _atomic(path, lambda tmp: Path(tmp).write_text(text))
