@@ -441,3 +441,14 @@ def test_missing_candidates_file_exits_2(bench, tmp_path) -> None:
     run = score_bad(bench, tmp_path / "nope.jsonl", out)
     assert run.rc == 2 and "nope.jsonl" in run.err
     assert_nothing_written(out)
+
+
+def test_adam_without_warm_up_state_warns(bench, tmp_path) -> None:
+    """With no warm-up, the default Adam step starts from a fresh state; the user is told."""
+    out = tmp_path / "scores.parquet"
+    argv = ["score", bench.pool, "--anchors", bench.anchors, "--out", out]
+    run = run_cli(*argv, "--warmup-fraction", "0", *FAST)
+    assert run.rc == 0, run.err
+    assert "warning: Adam stepped from a fresh state" in run.out
+    run = run_cli(*argv, "--overwrite", *FAST)
+    assert run.rc == 0 and "warning" not in run.out

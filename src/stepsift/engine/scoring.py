@@ -87,6 +87,12 @@ class ScoreSummary:
                 f"{w.last_loss:.3f} ({w.seconds:.1f}s)"
             )
         out.append(f"anchor loss before any step: {self.base_anchor_loss:.4f}")
+        if self.settings.get("adam_state") == "fresh":
+            out.append(
+                "warning: Adam stepped from a fresh state (the proxy has no warm-up state): "
+                "that is a near sign-step, which ranked worse than chance in "
+                "benchmarks/RESULTS.md; consider --optimizer sgd or a warm-up"
+            )
         out.append(f"harmful (utility < {self.settings['harmful_below']}): {self.harmful}")
         if self.truncated:
             out.append(f"truncated at the proxy's max length: {self.truncated}")
