@@ -65,8 +65,9 @@ class AnchorLoss:
         """L_A at each of `n_sets` parameter sets stacked along dim 0: shape (n_sets,).
 
         On CUDA one vmap evaluates all sets at once. On CPU a plain loop over the sets,
-        each a dense forward of the anchors, measured ~1.7x faster than the vmapped
-        batched-weight matmuls (benchmarks/exact_cost.py); no model is copied either way.
+        each a dense forward of the anchors, which beat the vmapped batched-weight
+        matmuls in a one-off profile (benchmarks/exact_cost.py compares the two; both are
+        exact). No model is copied either way.
         """
         strategy = self.strategy
         if strategy == "auto":
