@@ -30,7 +30,9 @@ from stepsift.data.record import Turn
 from stepsift.proxy.builtin import BuiltinProxy
 from stepsift.proxy.byte_tokenizer import END, decode, render
 
-TINY = TargetConfig(d_model=32, n_layers=2, n_heads=2, mlp_hidden=64, max_text_len=96)
+TINY = TargetConfig(
+    d_model=32, n_layers=2, n_heads=2, mlp_hidden=64, max_text_len=96, patch_hidden=32
+)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -78,6 +80,21 @@ def test_fit_image_keeps_a_digit_strip_pixel_exact() -> None:
     out = fit_image(strip, TargetConfig())
     assert out.shape == (32, 104, 3)
     assert np.array_equal(out[:, :68], strip) and not out[:, 68:].any()
+
+
+def test_each_digit_of_a_strip_has_a_token_that_sees_only_it() -> None:
+    """Digits are 8 source px wide with a 1 px gap, upscaled 4x: one 9-column cell each."""
+    model = tiny_model()
+    assert TINY.n_image_tokens == 3
+    rng = np.random.default_rng(0)
+    strip = torch.from_numpy(rng.uniform(-1, 1, (1, 3, 32, 104))).float()
+    before = model.embed_images(strip, torch.ones(1))
+    changed = strip.clone()
+    changed[..., : 9 * 4] = 0.0  # repaint the first digit and the gap after it
+    changed[..., 18 * 4 :] = 0.0  # ... and the digit after the second's gap
+    after = model.embed_images(changed, torch.ones(1))
+    assert torch.equal(before[0, 1], after[0, 1])  # the second digit's token is untouched
+    assert not torch.equal(before[0, 0], after[0, 0])
 
 
 def test_batch_plans_for_both_protocols() -> None:

@@ -5,9 +5,11 @@ proxy (`stepsift.proxy.tiny_vlm`) in the ways that matter for transfer:
 
     proxy:  conv stem, 32x32 squashed image -> 16 tokens; LayerNorm + GELU MLP;
             d_model 64, 2 layers, ~210k parameters
-    target: ViT-style linear patch embedding of a 32x104 image that keeps the digit strip's
-            aspect ratio (padded, never squashed) -> 2x13 = 26 tokens; pre-norm RMSNorm +
-            SwiGLU MLP + fused causal attention; d_model 128, 6 layers, ~1.3M parameters
+    target: a 32x104 image that keeps the digit strip's aspect ratio (padded, never
+            squashed), pooled 4x back to source pixels (8x26) and cut into full-height
+            digit cells 9 columns wide (an 8-px digit and its 1-px gap), each through a
+            per-cell MLP -> 3 tokens, one per digit; pre-norm RMSNorm + SwiGLU MLP + fused
+            causal attention; d_model 128, 6 layers, ~1.4M parameters
 
 Text is byte-level and rendered with the proxy's `render` (same chat layout and loss mask:
 only assistant bytes and their END token are supervised). Generation is greedy and batched
@@ -44,18 +46,15 @@ class TargetConfig:
     max_text_len: int = 256  # text positions (prompt + answer; answers are < 110 bytes)
     image_height: int = 32  # digit strips are 32 px high ...
     image_width: int = 104  # ... and 68 or 104 px wide: pad on the right, never squash
-    patch_height: int = 16
-    patch_width: int = 8  # 8 px = 2 source pixels: patches never straddle a digit badly
+    pool: int = 4  # strips are 8x8 digits upscaled 4x: average back to source pixels
+    cell: int = 9  # columns (after pooling) per image token: a digit and the gap after it
+    patch_hidden: int = 256  # width of the per-cell MLP
     image_channels: int = 3
 
     @property
-    def grid(self) -> tuple[int, int]:
-        return self.image_height // self.patch_height, self.image_width // self.patch_width
-
-    @property
     def n_image_tokens(self) -> int:
-        rows, cols = self.grid
-        return rows * cols
+        """One token per digit cell: ceil((104 / 4) / 9) = 3 by default."""
+        return -(-(self.image_width // self.pool) // self.cell)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -236,18 +235,17 @@ class TargetModel(nn.Module):
     def __init__(self, cfg: TargetConfig | None = None):
         super().__init__()
         self.cfg = cfg = cfg or TargetConfig()
-        patch_dim = cfg.image_channels * cfg.patch_height * cfg.patch_width
-        self.patch_embed = nn.Linear(patch_dim, cfg.d_model)
-        rows, cols = cfg.grid
-        self.row_emb = nn.Parameter(torch.zeros(rows, 1, cfg.d_model))  # 2-D position: row ...
-        self.col_emb = nn.Parameter(torch.zeros(1, cols, cfg.d_model))  # ... plus column
+        # one token per digit cell: a conv with stride = kernel (the MLP's first layer) + MLP
+        kernel = (cfg.image_height // cfg.pool, cfg.cell)
+        self.patch_conv = nn.Conv2d(cfg.image_channels, cfg.patch_hidden, kernel, stride=kernel)
+        self.patch_out = nn.Linear(cfg.patch_hidden, cfg.d_model)
+        self.col_emb = nn.Parameter(torch.zeros(cfg.n_image_tokens, cfg.d_model))
         self.token_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.pos_emb = nn.Embedding(cfg.max_text_len, cfg.d_model)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.norm = nn.RMSNorm(cfg.d_model)
         self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         self.apply(self._init)
-        nn.init.normal_(self.row_emb, std=0.02)
         nn.init.normal_(self.col_emb, std=0.02)
         for name, p in self.named_parameters():  # GPT-2: damp residual writes by depth
             if name.endswith(("attn.proj.weight", "mlp.down.weight")):
@@ -255,6 +253,8 @@ class TargetModel(nn.Module):
 
     @staticmethod
     def _init(module: nn.Module) -> None:
+        if isinstance(module, nn.Conv2d):  # keep PyTorch's fan-in init: pixels are O(1)
+            return
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, std=0.02)
             if getattr(module, "bias", None) is not None:
@@ -265,15 +265,13 @@ class TargetModel(nn.Module):
 
     # -- forward ---------------------------------------------------------------
     def embed_images(self, images: Tensor, has_image: Tensor) -> Tensor:
-        """(B, C, H, W) -> (B, rows*cols, d): non-overlapping patches, one linear map."""
+        """(B, C, H, W) -> (B, n_image_tokens, d): one token per digit cell."""
         cfg = self.cfg
-        b, c = images.shape[:2]
-        rows, cols = cfg.grid
-        ph, pw = cfg.patch_height, cfg.patch_width
-        patches = images.reshape(b, c, rows, ph, cols, pw).permute(0, 2, 4, 1, 3, 5)
-        x = self.patch_embed(patches.reshape(b, rows, cols, c * ph * pw))
-        x = x * has_image[:, None, None, None]  # text-only rows: positions only
-        return (x + self.row_emb + self.col_emb).reshape(b, rows * cols, -1)
+        pooled = F.avg_pool2d(images, cfg.pool)  # (B, C, 8, 26): source pixels
+        pooled = F.pad(pooled, (0, cfg.n_image_tokens * cfg.cell - pooled.shape[-1]))  # 27 wide
+        h = F.silu(self.patch_conv(pooled)).flatten(2).transpose(1, 2)  # (B, 3, hidden)
+        x = self.patch_out(h) * has_image[:, None, None]  # text-only rows: positions only
+        return x + self.col_emb
 
     def forward(self, input_ids: Tensor, images: Tensor, has_image: Tensor) -> Tensor:
         """Logits over the text positions: (B, T_text, vocab). Rows are right-padded."""
