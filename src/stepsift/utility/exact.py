@@ -66,8 +66,8 @@ class AnchorLoss:
 
         On CUDA one vmap evaluates all sets at once. On CPU a plain loop over the sets,
         each a dense forward of the anchors, which beat the vmapped batched-weight
-        matmuls in a one-off profile (benchmarks/exact_cost.py compares the two; both are
-        exact). No model is copied either way.
+        matmuls in benchmarks/exact_cost.py (see benchmarks/RESULTS.md; both are exact).
+        No model is copied either way.
         """
         strategy = self.strategy
         if strategy == "auto":
