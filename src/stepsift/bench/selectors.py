@@ -41,7 +41,7 @@ from stepsift.data.record import Record, Turn
 from stepsift.engine.store import read_scores
 from stepsift.proxy.base import Proxy
 from stepsift.proxy.byte_tokenizer import PAD
-from stepsift.select.topk import Keep, choose, rank
+from stepsift.select.topk import Keep, choose, rank, score_columns
 
 
 @dataclass
@@ -101,13 +101,7 @@ def _column(table: pa.Table, name: str) -> np.ndarray:
 
 def _ost(name: str, scores: pa.Table | str | Path, fraction: float, drop: bool) -> SelectionResult:
     start = time.perf_counter()
-    table = _table(scores)
-    ids = [str(x) for x in _column(table, "id")]
-    utility = _column(table, "utility").astype(np.float64)
-    # as `stepsift select`: without a harmful column, negative utility counts as harmful
-    harmful = (
-        _column(table, "harmful").astype(bool) if "harmful" in table.column_names else utility < 0
-    )
+    ids, utility, harmful = score_columns(_table(scores))  # the same reading as `select`
     sel = choose(ids, utility, harmful, Keep(fraction=fraction), drop_harmful=drop)
     note = ""
     if sel.n_dropped_harmful:

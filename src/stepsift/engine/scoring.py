@@ -258,7 +258,8 @@ def score(candidates: Path, anchors: Path, out: Path, settings: ScoreSettings) -
         # on Ctrl-C or an error, keep every finished batch: the rerun starts after them
         store.write_part(pending)
         bar.close()
-    check_finite(store.done(), candidates)
+    rows = store.done()  # read the parts once: checked, then merged
+    check_finite(rows, candidates)
 
     recorded = {
         **decisive,
@@ -267,7 +268,7 @@ def score(candidates: Path, anchors: Path, out: Path, settings: ScoreSettings) -
         "base_anchor_loss": estimator.base_anchor_loss,
         **step_rule.describe(),
     }
-    rows = store.finish(settings.harmful_below, recorded)
+    store.finish(rows, settings.harmful_below, recorded)
     return ScoreSummary(
         out=out,
         scored=len(rows),

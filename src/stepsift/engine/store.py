@@ -53,21 +53,25 @@ class ScoreRows:
     def __len__(self) -> int:
         return len(self.id)
 
+    def to_table(self) -> pa.Table:
+        """The rows as Arrow columns (everything but `harmful`, which depends on a threshold)."""
+        return pa.table(
+            {
+                "id": pa.array(self.id, pa.string()),
+                "utility": pa.array(self.utility, pa.float64()),
+                "loss": pa.array(self.loss, pa.float64()),
+                "tokens": pa.array(self.tokens, pa.int64()),
+                "truncated": pa.array(self.truncated, pa.bool_()),
+            }
+        )
+
 
 def write_scores(rows: ScoreRows, path: Path, harmful_below: float, settings: dict) -> None:
     """Write the score table to `path` atomically (temp file in the same folder, then rename)."""
-    utility = np.asarray(rows.utility, dtype=np.float64)
-    table = pa.Table.from_arrays(
-        [
-            pa.array(rows.id, pa.string()),
-            pa.array(utility),
-            pa.array(np.asarray(rows.loss, dtype=np.float64)),
-            pa.array(utility < harmful_below),
-            pa.array(np.asarray(rows.tokens, dtype=np.int64)),
-            pa.array(rows.truncated, pa.bool_()),
-        ],
-        schema=SCHEMA.with_metadata({"stepsift": json.dumps(settings, sort_keys=True)}),
-    )
+    table = rows.to_table()
+    harmful = pa.array(np.asarray(rows.utility, dtype=np.float64) < harmful_below)
+    table = table.add_column(SCHEMA.get_field_index("harmful"), "harmful", harmful)
+    table = table.cast(SCHEMA.with_metadata({"stepsift": json.dumps(settings, sort_keys=True)}))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _atomic(path, lambda tmp: pq.write_table(table, tmp))
@@ -146,23 +150,14 @@ class PartStore:
     def write_part(self, rows: ScoreRows) -> None:
         if not len(rows):
             return
-        table = pa.table(
-            {
-                "id": pa.array(rows.id, pa.string()),
-                "utility": pa.array(rows.utility, pa.float64()),
-                "loss": pa.array(rows.loss, pa.float64()),
-                "tokens": pa.array(rows.tokens, pa.int64()),
-                "truncated": pa.array(rows.truncated, pa.bool_()),
-            }
-        )
+        table = rows.to_table()
         _atomic(self.dir / f"part-{self._next:06d}.parquet", lambda tmp: pq.write_table(table, tmp))
         self._next += 1
 
-    def finish(self, harmful_below: float, settings: dict) -> ScoreRows:
-        rows = self.done()
+    def finish(self, rows: ScoreRows, harmful_below: float, settings: dict) -> None:
+        """Write `rows` (from `done()`) as the final score file and remove the parts."""
         write_scores(rows, self.out, harmful_below, settings)
         shutil.rmtree(self.dir)
-        return rows
 
 
 def fingerprint(files: list[Path], settings: dict) -> str:

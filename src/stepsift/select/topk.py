@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from stepsift.data import DataValidationError, read_records, write_records
 from stepsift.engine.store import read_scores
@@ -73,6 +74,18 @@ class Selection:
         return out
 
 
+def score_columns(table: pa.Table) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Ids, utilities and harmful flags of a score table; a table without a `harmful`
+    column counts negative utility as harmful."""
+    ids = [str(x) for x in table.column("id").to_pylist()]
+    utility = table.column("utility").to_numpy(zero_copy_only=False).astype(np.float64)
+    if "harmful" in table.column_names:
+        harmful = table.column("harmful").to_numpy(zero_copy_only=False).astype(bool)
+    else:
+        harmful = utility < 0
+    return ids, utility, harmful
+
+
 def rank(ids: list[str], utility: np.ndarray) -> np.ndarray:
     """Indices by utility, highest first; ties broken by id so the order is reproducible."""
     # lexsort sorts by the last key first: utility descending, then id ascending
@@ -123,14 +136,7 @@ def select(
     read = read_records(Path(candidates), image_root)
     if read.problems and not skip_invalid:
         raise DataValidationError(read.problems)
-    table = read_scores(Path(scores))
-    ids = [str(x) for x in table.column("id").to_pylist()]
-    utility = table.column("utility").to_numpy().astype(np.float64)
-    harmful = (
-        table.column("harmful").to_numpy(zero_copy_only=False).astype(bool)
-        if "harmful" in table.column_names
-        else utility < 0
-    )
+    ids, utility, harmful = score_columns(read_scores(Path(scores)))
     check_ids_match(ids, [r.id for r in read.records], candidates, scores)
     selection = choose(ids, utility, harmful, keep, drop_harmful)
     by_id = {r.id: r for r in read.records}
