@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
@@ -37,7 +37,3 @@ def harmful_precision(harmful: Sequence[bool], noise: Sequence[str]) -> float:
     if not flagged:
         return float("nan")
     return sum(tag not in NOT_WRONG for tag in flagged) / len(flagged)
-
-
-def by_id(values: Mapping[str, float], ids: Sequence[str]) -> list[float]:
-    return [values[i] for i in ids]

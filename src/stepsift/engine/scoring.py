@@ -113,10 +113,9 @@ def load_inputs(
     the trusted yardstick. Problems in the candidates stop it unless `skip_invalid`."""
     pool = read_records(candidates, image_root)
     anchor_set = read_records(anchors, image_root)
-    if anchor_set.problems:
-        raise DataValidationError(anchor_set.problems)
-    if pool.problems and not skip_invalid:
-        raise DataValidationError(pool.problems)
+    anchor_set.raise_for_problems()
+    if not skip_invalid:
+        pool.raise_for_problems()
     if not pool.records:
         raise DataValidationError(pool.problems)  # every candidate was invalid
     return pool.records, anchor_set.records, pool.problems

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from stepsift.data import DataValidationError, read_records, write_records
+from stepsift.data import read_records, write_records
 from stepsift.engine.store import read_scores
 
 
@@ -134,8 +134,8 @@ def select(
     """
     keep = parse_keep(keep) if isinstance(keep, str) else keep
     read = read_records(Path(candidates), image_root)
-    if read.problems and not skip_invalid:
-        raise DataValidationError(read.problems)
+    if not skip_invalid:
+        read.raise_for_problems()
     ids, utility, harmful = score_columns(read_scores(Path(scores)))
     check_ids_match(ids, [r.id for r in read.records], candidates, scores)
     selection = choose(ids, utility, harmful, keep, drop_harmful)
