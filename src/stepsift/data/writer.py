@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 from collections.abc import Iterable
 from pathlib import Path
 
+from .atomic import atomic_write_text
 from .record import Problem, Record
 
 CONTAINERS = ("jsonl", "json")
@@ -31,7 +31,7 @@ def write_records(
         text = "[\n" + ",\n".join(raws) + "\n]\n"
     else:
         raise ValueError(f"unknown container {container!r}; expected one of {CONTAINERS}")
-    _atomic_write(Path(out_path), text)
+    atomic_write_text(Path(out_path), text)
     return len(raws)
 
 
@@ -60,22 +60,5 @@ def write_rejected(problems: Iterable[Problem], out_path: str | os.PathLike[str]
         )
         for (file, line), found in by_record.items()
     ]
-    _atomic_write(Path(out_path), "".join(line + "\n" for line in lines))
+    atomic_write_text(Path(out_path), "".join(line + "\n" for line in lines))
     return len(lines)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    """Write to a temp file in the same folder, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    # os.open with 0o666 lets the umask decide permissions, as a plain open() would.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(text.encode("utf-8"))  # binary: no newline translation on any platform
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from stepsift.data.atomic import atomic_write, atomic_write_text
 
 SCHEMA = pa.schema(
     [
@@ -72,9 +72,7 @@ def write_scores(rows: ScoreRows, path: Path, harmful_below: float, settings: di
     harmful = pa.array(np.asarray(rows.utility, dtype=np.float64) < harmful_below)
     table = table.add_column(SCHEMA.get_field_index("harmful"), "harmful", harmful)
     table = table.cast(SCHEMA.with_metadata({"stepsift": json.dumps(settings, sort_keys=True)}))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic(path, lambda tmp: pq.write_table(table, tmp))
+    atomic_write(Path(path), lambda tmp: pq.write_table(table, tmp))
 
 
 def read_scores(path: Path) -> pa.Table:
@@ -133,7 +131,7 @@ class PartStore:
                 shutil.rmtree(self.dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         if not manifest.is_file():
-            _atomic_text(manifest, json.dumps({"fingerprint": fingerprint}) + "\n")
+            atomic_write_text(manifest, json.dumps({"fingerprint": fingerprint}) + "\n")
         self._next = len(self._parts())
 
     def _parts(self) -> list[Path]:
@@ -151,7 +149,8 @@ class PartStore:
         if not len(rows):
             return
         table = rows.to_table()
-        _atomic(self.dir / f"part-{self._next:06d}.parquet", lambda tmp: pq.write_table(table, tmp))
+        part = self.dir / f"part-{self._next:06d}.parquet"
+        atomic_write(part, lambda tmp: pq.write_table(table, tmp))
         self._next += 1
 
     def finish(self, rows: ScoreRows, harmful_below: float, settings: dict) -> None:
@@ -168,19 +167,3 @@ def fingerprint(files: list[Path], settings: dict) -> str:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
     return h.hexdigest()
-
-
-def _atomic(path: Path, write) -> None:
-    """Call write(tmp) on a temp name in the same folder, then rename it to `path`."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    _atomic(path, lambda tmp: Path(tmp).write_text(text))
