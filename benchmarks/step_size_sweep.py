@@ -15,9 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stepsift.bench.demo import noise_tags
 from stepsift.bench.generate import write_benchmark
-from stepsift.bench.metrics import noise_auroc
+from stepsift.bench.metrics import noise_auroc, noise_tags
 from stepsift.data import read_records
 from stepsift.engine.scoring import length_sorted
 from stepsift.proxy.builtin import BuiltinProxy
@@ -41,7 +40,7 @@ def main() -> None:
     )
     pool = length_sorted(read_records(paths.pool).records)
     anchors = read_records(paths.anchors).records
-    tags = noise_tags(paths.pool)
+    tags = noise_tags(read_records(paths.pool).records)
     noise = [tags[r.id] for r in pool]
 
     proxy = BuiltinProxy(seed=args.seed)

@@ -162,24 +162,102 @@ def run_select(args: argparse.Namespace) -> int:
 
 
 def add_demo_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="the built-in demonstration on generated visual math data")
+    p = sub.add_parser(
+        "demo", help="the quick benchmark: one seed, protocol B, the main methods (< 10 min)"
+    )
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
-    p.add_argument("--pool", type=int, default=1000, help="candidate pool size")
+    p.add_argument("--pool", type=int, default=500, help="candidate pool size")
     p.add_argument("--noise", type=float, default=0.4, help="fraction of noisy pool samples")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--cache", type=Path, default=None, help="base checkpoint cache folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=run_demo)
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    from stepsift.bench.demo import demo_config
     from stepsift.bench.demo import run_demo as demo
 
     demo(
-        out=args.out,
-        pool_size=args.pool,
-        noise_rate=args.noise,
-        seed=args.seed,
-        progress=not args.quiet,
+        demo_config(
+            args.out, args.pool, args.noise, args.seed, not args.quiet, cache_dir=args.cache
+        )
+    )
+    return 0
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    """'0.1,20%,0.5' -> (0.1, 0.2, 0.5)"""
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        out.append(float(part[:-1]) / 100 if part.endswith("%") else float(part))
+    return tuple(out)
+
+
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(w.strip() for w in text.split(",") if w.strip())
+
+
+def add_bench_parser(sub: argparse._SubParsersAction) -> None:
+    from stepsift.bench.runner import METHODS
+
+    p = sub.add_parser("bench", help="the full benchmark: every method, protocols A and B, seeds")
+    p.add_argument("--out", type=Path, default=Path("runs/bench"))
+    p.add_argument("--methods", type=_words, default=METHODS, help=f"of {','.join(METHODS)}")
+    p.add_argument(
+        "--fractions",
+        type=_floats,
+        default=(0.1, 0.2, 0.3, 0.5, 0.7),
+        help="OST keep fractions (default 0.1,0.2,0.3,0.5,0.7)",
+    )
+    p.add_argument(
+        "--random-fractions",
+        type=_floats,
+        default=(0.2, 0.5),
+        help="random-k keep fractions (default 0.2,0.5)",
+    )
+    p.add_argument(
+        "--baseline-fraction",
+        type=float,
+        default=0.2,
+        help="keep fraction of ost_drop_harmful, high_loss, ifd, deita (default 0.2)",
+    )
+    p.add_argument("--protocols", type=_words, default=("A", "B"))
+    p.add_argument("--seeds", type=lambda t: tuple(int(x) for x in _words(t)), default=(0, 1, 2))
+    p.add_argument(
+        "--noise", type=_floats, default=(0.4,), help="noise rate(s), e.g. 0,0.2,0.4,0.6"
+    )
+    p.add_argument("--pool", type=int, default=1000, help="candidate pool size")
+    p.add_argument("--test", type=int, default=1000, help="test set size")
+    p.add_argument("--epochs", type=int, default=3, help="protocol A's epochs (B: full's steps)")
+    p.add_argument("--lr", type=float, default=2e-3, help="target fine-tuning learning rate")
+    p.add_argument("--cache", type=Path, default=None, help="base checkpoint cache folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=run_bench)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from stepsift.bench.runner import BenchConfig
+    from stepsift.bench.runner import run_bench as bench
+
+    bench(
+        BenchConfig(
+            out=args.out,
+            methods=args.methods,
+            fractions=args.fractions,
+            random_fractions=args.random_fractions,
+            baseline_fraction=args.baseline_fraction,
+            protocols=args.protocols,
+            seeds=args.seeds,
+            noise_rates=args.noise,
+            pool_size=args.pool,
+            n_test=args.test,
+            epochs=args.epochs,
+            lr=args.lr,
+            cache_dir=args.cache,
+            progress=not args.quiet,
+        )
     )
     return 0
 
@@ -192,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_score_parser(sub)
     add_select_parser(sub)
     add_demo_parser(sub)
+    add_bench_parser(sub)
     return parser
 
 

@@ -7,8 +7,15 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from stepsift.data.record import Record
+
 # Near-duplicates are redundant, not wrong: they are kept out of the "wrong" class.
 NOT_WRONG = ("clean", "near_duplicate")
+
+
+def noise_tags(pool: Sequence[Record]) -> dict[str, str]:
+    """The benchmark's hidden ground truth by id (read only for reporting, never to select)."""
+    return {r.id: r.metadata["meta"]["noise"] for r in pool}
 
 
 def noise_auroc(score: Sequence[float], noise: Sequence[str]) -> float:

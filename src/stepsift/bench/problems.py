@@ -37,8 +37,9 @@ NOISE_TYPES = (
 DEFAULT_NOISE_RATE = 0.4  # chosen before looking at any results
 DEFAULT_NOISE_MIX: dict[str, float] = {t: 1.0 for t in NOISE_TYPES}
 
-# Independent random streams, so e.g. a bigger test set does not change the pool.
-_STREAM = {"pool": 0, "dev": 1, "test": 2}
+# Independent random streams, so e.g. a bigger test set does not change the pool. "judge" is
+# the judge baseline's own clean training problems: pool-split images, but not the pool.
+_STREAM = {"pool": 0, "dev": 1, "test": 2, "judge": 3}
 
 
 # --- templates ---------------------------------------------------------------------------------
@@ -423,10 +424,16 @@ def make_pool(
     return [s for s in samples if s is not None]
 
 
-def make_clean(n: int, split: str, prefix: str, seed: int = 0) -> list[Sample]:
-    """`n` clean problems on the images of `split` ("dev" for anchors, or "test")."""
+def make_clean(
+    n: int, split: str, prefix: str, seed: int = 0, stream: str | None = None
+) -> list[Sample]:
+    """`n` clean problems on the images of `split` ("dev" for anchors, or "test").
+
+    `stream` names the random stream (default: the split's own); the judge's training set uses
+    "judge" so that its problems on pool-split images are not the pool's problems.
+    """
     bank = load_bank()
-    rng = np.random.default_rng([seed, _STREAM[split]])
+    rng = np.random.default_rng([seed, _STREAM[stream or split]])
     out = []
     for i in range(n):
         p = _draw_problem(rng, bank, split)

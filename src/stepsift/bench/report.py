@@ -1,0 +1,197 @@
+"""The bench's outputs, written to `--out DIR` at the end of a run:
+
+    results.json   one object per fine-tuning run: method, keep, protocol, seed, accuracy,
+                   train_seconds, select_seconds, train_samples (and noise, steps, ...)
+    summary.json   per noise rate: the base's accuracy, noise-detection figures, the judge
+    results.md     the paper-style table (mean and standard deviation over seeds) and the
+                   noise-detection tables
+    pareto.png     accuracy against total compute (selection + training), per protocol
+
+Total time = selection + training. Selection costs are charged as `runner.py` documents.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stepsift.data.atomic import atomic_write_text
+
+RESULT_FIELDS = (
+    "method",
+    "keep",
+    "protocol",
+    "seed",
+    "accuracy",
+    "train_seconds",
+    "select_seconds",
+    "train_samples",
+)
+
+
+def group_runs(rows: list[dict]) -> list[dict]:
+    """Mean and standard deviation over seeds of each (noise, protocol, method, keep)."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[(r["noise"], r["protocol"], r["method"], r["keep"])].append(r)
+    out = []
+    for (noise, protocol, method, keep), rs in groups.items():
+        acc = np.array([r["accuracy"] for r in rs])
+        train = np.array([r["train_seconds"] for r in rs])
+        select = np.array([r["select_seconds"] for r in rs])
+        out.append(
+            {
+                "noise": noise,
+                "protocol": protocol,
+                "method": method,
+                "keep": keep,
+                "n_seeds": len(rs),
+                "accuracy": float(acc.mean()),
+                "accuracy_sd": float(acc.std(ddof=1)) if len(rs) > 1 else float("nan"),
+                "gain": float(acc.mean() - rs[0]["base_accuracy"]),
+                "train_seconds": float(train.mean()),
+                "select_seconds": float(select.mean()),
+                "total_seconds": float(train.mean() + select.mean()),
+                "train_samples": float(np.mean([r["train_samples"] for r in rs])),
+                "wrong_share": float(np.mean([r["wrong_share"] for r in rs])),
+            }
+        )
+    order = {"full": 0, "random": 1, "judge": 2, "deita": 3, "ifd": 4, "high_loss": 5}
+    out.sort(key=lambda g: (g["noise"], g["protocol"], order.get(g["method"], 9), g["keep"]))
+    return out
+
+
+def label(g: dict) -> str:
+    if g["method"] in ("full", "judge"):
+        return g["method"]
+    if g["method"] == "random":
+        return f"random {g['keep']:.0%}"
+    return f"{g['method']} top-{g['keep']:.0%}"
+
+
+def _sd(x: float) -> str:
+    return "" if math.isnan(x) else f" ± {x * 100:.1f}"
+
+
+def results_table(groups: list[dict], noise: float, protocol: str, base: float) -> str:
+    rows = [g for g in groups if g["noise"] == noise and g["protocol"] == protocol]
+    if not rows:
+        return ""
+    n_seeds = max(g["n_seeds"] for g in rows)
+    lines = [
+        f"Protocol {protocol} ({'same epochs' if protocol == 'A' else 'same steps as full'}), "
+        f"noise {noise:.0%}, {n_seeds} seed(s); base accuracy {base * 100:.1f}",
+        "",
+        "| method | data kept | wrong in kept | accuracy | gain over base | training s | total s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for g in rows:
+        lines.append(
+            f"| {label(g)} | {g['keep']:.0%} ({g['train_samples']:.0f}) | "
+            f"{g['wrong_share']:.0%} | {g['accuracy'] * 100:.1f}{_sd(g['accuracy_sd'])} | "
+            f"{g['gain'] * 100:+.1f} | {g['train_seconds']:.0f} | {g['total_seconds']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def detection_table(det: dict) -> str:
+    types = sorted(next(iter(det["per_type"].values())))
+    lines = [
+        "Noise detection: AUROC of each ranking, clean above wrong (0.5 = chance). "
+        f"{det['wrong_share_pool']:.0%} of the pool is wrong; near-duplicates are not wrong.",
+        "",
+        f"| ranking | all wrong | {' | '.join(types)} |",
+        "|" + "---|" * (len(types) + 2),
+    ]
+    for name, auroc in det["auroc"].items():
+        per = det["per_type"][name]
+        lines.append(
+            f"| {name} | {auroc:.3f} | " + " | ".join(f"{per[t]:.3f}" for t in types) + " |"
+        )
+    lines += [
+        "",
+        f"OST `harmful` flags: {det['harmful_flagged']}, of which wrong: "
+        f"{det['harmful_precision']:.1%} (pool: {det['wrong_share_pool']:.1%})",
+    ]
+    return "\n".join(lines)
+
+
+def markdown(groups: list[dict], context: dict) -> str:
+    parts = ["# stepsift bench results", ""]
+    for noise_key, level in context["levels"].items():
+        noise = float(noise_key)
+        for protocol in ("A", "B"):
+            table = results_table(groups, noise, protocol, level["base_accuracy"])
+            if table:
+                parts += [table, ""]
+        parts += [detection_table(level["detection"]), ""]
+    judge = context.get("judge")
+    if judge:
+        parts.append(
+            f"Judge: target architecture fine-tuned on {judge['settings']['n_train']} clean "
+            f"problems of its own ({judge['train_seconds']:.0f}s, not charged); test accuracy "
+            f"{judge['test_accuracy'] * 100:.1f}. Its inference over the pool is charged."
+        )
+    m = context["machine"]
+    parts += [
+        "",
+        f"Machine: {m['platform']}, {m['processor']}, torch {m['torch']}, "
+        f"{m['threads']} threads. Bench wall time {context['seconds'] / 60:.1f} min.",
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def pareto_plot(groups: list[dict], context: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    protocols = sorted({g["protocol"] for g in groups})
+    noise = float(next(iter(context["levels"])))
+    fig, axes = plt.subplots(1, len(protocols), figsize=(6 * len(protocols), 4.5), squeeze=False)
+    for ax, protocol in zip(axes[0], protocols, strict=True):
+        rows = [g for g in groups if g["protocol"] == protocol and g["noise"] == noise]
+        for method in dict.fromkeys(g["method"] for g in rows):
+            pts = sorted((g for g in rows if g["method"] == method), key=lambda g: g["keep"])
+            x = [g["total_seconds"] for g in pts]
+            y = [g["accuracy"] * 100 for g in pts]
+            ax.plot(x, y, "o-" if len(pts) > 1 else "o", label=method)
+            for g in pts:
+                if method in ("ost", "random"):
+                    ax.annotate(
+                        f"{g['keep']:.0%}",
+                        (g["total_seconds"], g["accuracy"] * 100),
+                        fontsize=7,
+                        xytext=(3, 3),
+                        textcoords="offset points",
+                    )
+        base = context["levels"][f"{noise:g}"]["base_accuracy"] * 100
+        ax.axhline(base, color="grey", linestyle=":", label="base")
+        ax.set_xlabel("total compute: selection + training (s)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"protocol {protocol}, noise {noise:.0%}")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_reports(cfg: Any, rows: list[dict], context: dict) -> str:
+    """Write results.json, summary.json, results.md and pareto.png; return the Markdown."""
+    out = Path(cfg.out)
+    rows = sorted(rows, key=lambda r: r["key"])
+    atomic_write_text(out / "results.json", json.dumps(rows, indent=1) + "\n")
+    atomic_write_text(out / "summary.json", json.dumps(context, indent=1) + "\n")
+    groups = group_runs(rows)
+    text = markdown(groups, context)
+    atomic_write_text(out / "results.md", text)
+    if groups:
+        pareto_plot(groups, context, out / "pareto.png")
+    print(text)
+    return text

@@ -1,0 +1,468 @@
+"""`stepsift bench`: the paper's experiment in miniature, end to end.
+
+For each noise rate: generate a pool (with hidden noise tags), anchors and a clean test set;
+score the pool with OST through the public `score`; run every selector; then, for every seed
+and protocol, fine-tune the target's base checkpoint on each selected subset and measure
+exact-match accuracy on the test set. The noise tags are read only to report how well each
+selector's ranking separates wrong samples from clean ones.
+
+What is charged as selection cost (`select_seconds`): OST's whole `score` run (proxy warm-up
+included) for the score-table selectors (ost, ost_drop_harmful, high_loss); the proxy forward
+passes plus the shared warm-up for ifd and deita; the judge's inference over the pool for
+judge. Protocol A trains `epochs` passes over each subset; protocol B trains as many steps as
+full-SFT takes under A, whatever the subset size.
+
+Every finished fine-tune is appended to `OUT/runs.jsonl` at once, and scores, selections and
+the judge are cached under OUT, so rerunning the same command after an interrupt continues
+where it stopped. See `bench/report.py` for the files written at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from stepsift.bench.base_model import BaseConfig, get_base_model
+from stepsift.bench.generate import BenchmarkPaths, write_benchmark
+from stepsift.bench.judge import Judge, JudgeSettings, judge_select, train_judge
+from stepsift.bench.metrics import (
+    NOT_WRONG,
+    harmful_precision,
+    noise_auroc,
+    noise_tags,
+    per_type_auroc,
+)
+from stepsift.bench.problems import DEFAULT_NOISE_RATE
+from stepsift.bench.selectors import SELECTORS, SelectionResult, SelectorInputs
+from stepsift.bench.target import TargetModel
+from stepsift.bench.trainer import TrainStats, evaluate, finetune
+from stepsift.data import read_records
+from stepsift.data.atomic import atomic_write_text
+from stepsift.data.record import Record
+from stepsift.engine.scoring import ScoreSettings, score
+from stepsift.engine.store import read_scores
+from stepsift.proxy.builtin import BuiltinProxy
+from stepsift.proxy.warmup import WarmupSettings
+
+METHODS = ("full", "random", "ost", "ost_drop_harmful", "high_loss", "ifd", "deita", "judge")
+PROTOCOLS = ("A", "B")
+SCORE_TABLE_METHODS = ("ost", "ost_drop_harmful", "high_loss")
+PROXY_METHODS = ("ifd", "deita")
+
+
+@dataclass
+class BenchConfig:
+    out: Path
+    methods: tuple[str, ...] = METHODS
+    fractions: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5, 0.7)  # OST's keep fractions
+    random_fractions: tuple[float, ...] = (0.2, 0.5)  # random-k controls
+    baseline_fraction: float = 0.2  # ost_drop_harmful, high_loss, ifd, deita (the paper's 20%)
+    protocols: tuple[str, ...] = PROTOCOLS
+    seeds: tuple[int, ...] = (0, 1, 2)
+    noise_rates: tuple[float, ...] = (DEFAULT_NOISE_RATE,)
+    pool_size: int = 1000
+    n_anchors: int = 100
+    n_test: int = 1000
+    data_seed: int = 0  # the pool is fixed across training seeds, as in the paper
+    epochs: int = 3
+    lr: float = 2e-3
+    batch_size: int = 16
+    judge: JudgeSettings = field(default_factory=JudgeSettings)
+    base: BaseConfig = field(default_factory=BaseConfig)
+    warmup: WarmupSettings = field(default_factory=WarmupSettings)  # the proxy's, for OST
+    cache_dir: Path | None = None  # the base checkpoint cache (default: OUT/../cache, shared)
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise ValueError(f"unknown method(s) {unknown}; known: {', '.join(METHODS)}")
+        bad = [p for p in self.protocols if p not in PROTOCOLS]
+        if bad:
+            raise ValueError(f"unknown protocol(s) {bad}; use A and/or B")
+        for f in (*self.fractions, *self.random_fractions, self.baseline_fraction):
+            if not 0 < f <= 1:
+                raise ValueError(f"keep fractions must be in (0, 1], got {f}")
+        for r in self.noise_rates:
+            if not 0 <= r <= 1:
+                raise ValueError(f"noise rates must be in [0, 1], got {r}")
+
+    def plan(self) -> list[tuple[str, float | None]]:
+        """(method, keep fraction) pairs; None: the method decides (full keeps all, the judge
+        keeps what it agrees with)."""
+        out: list[tuple[str, float | None]] = []
+        for m in self.methods:
+            if m in ("full", "judge"):
+                out.append((m, None))
+            elif m == "ost":
+                out += [(m, f) for f in self.fractions]
+            elif m == "random":
+                out += [(m, f) for f in self.random_fractions]
+            else:
+                out.append((m, self.baseline_fraction))
+        return out
+
+    def full_steps(self) -> int:
+        """Protocol B's step budget: what full-SFT takes under protocol A."""
+        return self.epochs * math.ceil(self.pool_size / self.batch_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["out"] = str(self.out)
+        d["cache_dir"] = str(self.cache_dir) if self.cache_dir else None
+        return d
+
+
+def run_key(noise: float, method: str, keep: float | None, protocol: str, seed: int) -> str:
+    return f"{noise:g}|{method}|{keep if keep is not None else '-'}|{protocol}|{seed}"
+
+
+def selection_key(method: str, keep: float | None, seed: int) -> str:
+    # only random depends on the seed; the others are a property of the pool
+    suffix = f"@seed{seed}" if method == "random" else ""
+    return f"{method}@{keep if keep is not None else '-'}{suffix}"
+
+
+# --- cached stages ------------------------------------------------------------------------
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def benchmark_data(cfg: BenchConfig, noise: float) -> BenchmarkPaths:
+    """The generated files for one noise rate; written once, then reused (scores depend on
+    their bytes, so they are not rewritten on a rerun)."""
+    root = cfg.out / f"noise-{round(noise * 100):02d}" / "data"
+    spec = {
+        "n_pool": cfg.pool_size,
+        "n_anchors": cfg.n_anchors,
+        "n_test": cfg.n_test,
+        "noise_rate": noise,
+        "seed": cfg.data_seed,
+    }
+    marker = root / "spec.json"
+    if marker.is_file() and json.loads(marker.read_text()) == spec:
+        return BenchmarkPaths(
+            root, root / "pool.jsonl", root / "anchors.jsonl", root / "test.jsonl", root / "images"
+        )
+    paths = write_benchmark(root, **spec)
+    atomic_write_text(marker, json.dumps(spec) + "\n")
+    return paths
+
+
+def cached_json(path: Path, make: Callable[[], dict]) -> dict:
+    if path.is_file():
+        return json.loads(path.read_text())
+    value = make()
+    atomic_write_text(path, json.dumps(value, indent=1) + "\n")
+    return value
+
+
+def selection_as_dict(s: SelectionResult) -> dict:
+    return {
+        "name": s.name,
+        "kept_ids": s.kept_ids,
+        "n_pool": s.n_pool,
+        "n_target": s.n_target,
+        "select_seconds": s.select_seconds,
+        "note": s.note,
+        "scores": s.scores,
+    }
+
+
+@dataclass
+class NoiseLevel:
+    """Everything selection needs for one noise rate, computed once."""
+
+    noise: float
+    paths: BenchmarkPaths
+    pool: list[Record]
+    test: list[Record]
+    score_seconds: float  # the whole OST score run, warm-up included
+    warmup_seconds: float
+    folder: Path
+
+    @property
+    def scores_path(self) -> Path:
+        return self.folder / "scores.parquet"
+
+
+def prepare_level(cfg: BenchConfig, noise: float) -> NoiseLevel:
+    paths = benchmark_data(cfg, noise)
+    folder = paths.root.parent
+    scores_path = folder / "scores.parquet"
+
+    def run_score() -> dict:
+        log(f"noise {noise:.0%}: scoring {cfg.pool_size} candidates with OST (exact)")
+        settings = ScoreSettings(
+            seed=cfg.data_seed,
+            warmup=cfg.warmup,
+            progress=cfg.progress,
+            save_proxy=folder / "proxy",
+        )
+        summary = score(paths.pool, paths.anchors, scores_path, settings)
+        warm = summary.warmup.seconds if summary.warmup is not None else 0.0
+        return {"score_seconds": summary.seconds, "warmup_seconds": warm}
+
+    cost = cached_json(folder / "score_cost.json", run_score)
+    pool = read_records(paths.pool).records
+    test = read_records(paths.test).records
+    return NoiseLevel(
+        noise, paths, pool, test, cost["score_seconds"], cost["warmup_seconds"], folder
+    )
+
+
+def get_judge(cfg: BenchConfig, base: TargetModel, test: list[Record]) -> Judge:
+    """The judge, trained once per bench folder and cached with its own test accuracy."""
+    folder = cfg.out / "judge"
+    info = (
+        json.loads((folder / "judge.json").read_text()) if (folder / "judge.json").is_file() else {}
+    )
+    if info.get("settings") == asdict(cfg.judge):
+        return Judge(TargetModel.load(folder), info["train_seconds"], cfg.judge)
+    log(f"training the judge on {cfg.judge.n_train} of its own clean problems")
+    judge = train_judge(base, cfg.judge)
+    accuracy = evaluate(judge.model, test).accuracy
+    judge.model.save(folder)
+    info = {
+        "settings": asdict(cfg.judge),
+        "train_seconds": judge.train_seconds,
+        "test_accuracy": accuracy,
+    }
+    atomic_write_text(folder / "judge.json", json.dumps(info, indent=1) + "\n")
+    log(f"judge: test accuracy {accuracy:.3f}, trained in {judge.train_seconds:.0f}s")
+    return judge
+
+
+def select_all(
+    cfg: BenchConfig, level: NoiseLevel, judge: Callable[[], Judge]
+) -> dict[str, SelectionResult]:
+    """Every selection the plan needs for this noise level, cached in selections.json."""
+    path = level.folder / "selections.json"
+    cache: dict[str, dict] = json.loads(path.read_text()) if path.is_file() else {}
+    table = read_scores(level.scores_path)
+    proxy: BuiltinProxy | None = None
+    out: dict[str, SelectionResult] = {}
+    for method, keep in cfg.plan():
+        for seed in cfg.seeds if method == "random" else cfg.seeds[:1]:
+            key = selection_key(method, keep, seed)
+            if key not in cache:
+                if method in PROXY_METHODS and proxy is None:
+                    proxy = BuiltinProxy.load(level.folder / "proxy")
+                inputs = SelectorInputs(level.pool, scores=table, proxy=proxy, seed=seed)
+                if method == "judge":
+                    result = judge_select(judge(), level.pool)
+                else:
+                    result = SELECTORS[method](inputs, keep if keep is not None else 1.0)
+                result.select_seconds += selection_overhead(method, level)
+                cache[key] = selection_as_dict(result)
+                atomic_write_text(path, json.dumps(cache) + "\n")
+            out[key] = SelectionResult(**cache[key])
+    return out
+
+
+def selection_overhead(method: str, level: NoiseLevel) -> float:
+    """Cost a selector depends on beyond its own timing: the OST score run it reads, or the
+    proxy warm-up its forward passes use."""
+    if method in SCORE_TABLE_METHODS:
+        return level.score_seconds
+    if method in PROXY_METHODS:
+        return level.warmup_seconds
+    return 0.0
+
+
+# --- the runs -----------------------------------------------------------------------------
+
+
+def read_runs(path: Path) -> dict[str, dict]:
+    """Finished runs by key; a torn last line (crash mid-write) is ignored and redone."""
+    runs: dict[str, dict] = {}
+    if not path.is_file():
+        return runs
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        runs[row["key"]] = row
+    return runs
+
+
+def append_run(path: Path, row: dict) -> None:
+    with path.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
+        f.flush()
+
+
+def training_jobs(cfg: BenchConfig) -> Iterator[tuple[str, float | None, str, int]]:
+    for seed in cfg.seeds:
+        for protocol in cfg.protocols:
+            for method, keep in cfg.plan():
+                yield method, keep, protocol, seed
+
+
+def run_bench(cfg: BenchConfig) -> list[dict]:
+    """Run (or continue) the bench; returns every finished run's row."""
+    from stepsift.bench.report import write_reports  # the report imports this module's types
+
+    start = time.perf_counter()
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(cfg.out / "config.json", json.dumps(cfg.to_dict(), indent=1) + "\n")
+    runs_path = cfg.out / "runs.jsonl"
+    done = read_runs(runs_path)
+
+    base = get_base_model(cfg.cache_dir or cfg.out.parent / "cache", seed=0, config=cfg.base)
+    judge_box: dict[str, Judge] = {}
+    context: dict[str, Any] = {"machine": machine(), "levels": {}}
+
+    for noise in cfg.noise_rates:
+        level = prepare_level(cfg, noise)
+        base_acc = cached_json(
+            level.folder / "base_accuracy.json",
+            lambda level=level: {"accuracy": evaluate(base, level.test).accuracy},
+        )["accuracy"]
+
+        def lazy_judge(test: list[Record] = level.test) -> Judge:
+            if "judge" not in judge_box:
+                judge_box["judge"] = get_judge(cfg, base, test)
+            return judge_box["judge"]
+
+        selections = select_all(cfg, level, lazy_judge)
+        context["levels"][f"{noise:g}"] = {
+            "base_accuracy": base_acc,
+            "detection": detection(level, selections),
+            "score_seconds": level.score_seconds,
+        }
+        for method, keep, protocol, seed in training_jobs(cfg):
+            key = run_key(noise, method, keep, protocol, seed)
+            if key in done:
+                continue
+            twin = run_key(noise, method, keep, "A", seed)
+            if method == "full" and protocol == "B" and twin in done:
+                # full-SFT under A *is* protocol B's budget: the same run, not trained twice
+                row = {**done[twin], "protocol": "B", "note": "the protocol-A run (same steps)"}
+            else:
+                sel = selections[selection_key(method, keep, seed)]
+                row = train_and_evaluate(cfg, base, level, sel, method, keep, protocol, seed)
+            row.update(key=key, base_accuracy=base_acc)
+            append_run(runs_path, row)
+            done[key] = row
+            log(
+                f"noise {noise:.0%} {protocol} seed {seed} {method} keep "
+                f"{row['train_samples']}: accuracy {row['accuracy']:.3f} "
+                f"(base {base_acc:.3f}), train {row['train_seconds']:.0f}s"
+            )
+    if "judge" in judge_box:
+        context["judge"] = judge_info(cfg)
+    context["seconds"] = time.perf_counter() - start
+    rows = [r for r in done.values() if r["noise"] in cfg.noise_rates]
+    write_reports(cfg, rows, context)
+    return rows
+
+
+def judge_info(cfg: BenchConfig) -> dict:
+    path = cfg.out / "judge" / "judge.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def train_and_evaluate(
+    cfg: BenchConfig,
+    base: TargetModel,
+    level: NoiseLevel,
+    sel: SelectionResult,
+    method: str,
+    keep: float | None,
+    protocol: str,
+    seed: int,
+) -> dict:
+    by_id = {r.id: r for r in level.pool}
+    subset = [by_id[i] for i in sel.kept_ids]
+    if not subset:  # e.g. a judge that agrees with nothing: training on nothing is the base
+        model, stats = base, TrainStats(0.0, 0, 0)
+    elif protocol == "A":
+        model, stats = finetune(
+            base, subset, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=seed
+        )
+    else:
+        model, stats = finetune(
+            base,
+            subset,
+            steps=cfg.full_steps(),
+            batch_size=cfg.batch_size,
+            lr=cfg.lr,
+            seed=seed,
+        )
+    result = evaluate(model, level.test)
+    return {
+        "method": method,
+        "keep": keep if keep is not None else round(len(subset) / len(level.pool), 4),
+        "keep_rule": "fraction" if keep is not None else "method",
+        "protocol": protocol,
+        "seed": seed,
+        "noise": level.noise,
+        "accuracy": result.accuracy,
+        "train_seconds": stats.seconds,
+        "select_seconds": sel.select_seconds,
+        "train_samples": len(subset),
+        "train_steps": stats.steps,
+        "wrong_share": wrong_share(level.pool, sel.kept_ids),
+        "eval_seconds": result.seconds,
+    }
+
+
+# --- noise detection ----------------------------------------------------------------------
+
+
+def wrong_share(pool: list[Record], kept: list[str]) -> float:
+    tags = noise_tags(pool)
+    return float(np.mean([tags[i] not in NOT_WRONG for i in kept])) if kept else float("nan")
+
+
+def detection(level: NoiseLevel, selections: dict[str, SelectionResult]) -> dict:
+    """AUROC of each selector's ranking against the noise tags, and harmful-flag precision."""
+    table = read_scores(level.scores_path).to_pydict()
+    tags = noise_tags(level.pool)
+    ids = table["id"]
+    noise = [tags[i] for i in ids]
+    scorers: dict[str, np.ndarray] = {
+        "ost (utility)": np.asarray(table["utility"], dtype=float),
+        "proxy loss (low = keep)": -np.asarray(table["loss"], dtype=float),
+        "high_loss (high = keep)": np.asarray(table["loss"], dtype=float),
+    }
+    for key, sel in selections.items():
+        if sel.scores and key.split("@")[0] in ("ifd", "deita", "judge"):
+            name = {"ifd": "ifd (IFD <= 1, high = keep)", "deita": "deita (score)"}.get(
+                sel.name, "judge (agrees)"
+            )
+            scorers[name] = np.array([sel.scores[i] for i in ids], dtype=float)
+            if sel.name == "ifd":  # the selector excludes IFD > 1: rank those last
+                scorers[name][scorers[name] > 1] = np.nan
+    out: dict[str, Any] = {"auroc": {}, "per_type": {}}
+    for name, s in scorers.items():
+        s = np.where(np.isfinite(s), s, np.nanmin(s[np.isfinite(s)]) - 1.0)  # undefined: last
+        out["auroc"][name] = noise_auroc(s, noise)
+        out["per_type"][name] = per_type_auroc(s, noise)
+    out["wrong_share_pool"] = float(np.mean([t not in NOT_WRONG for t in noise]))
+    out["harmful_flagged"] = int(sum(table["harmful"]))
+    out["harmful_precision"] = harmful_precision(table["harmful"], noise)
+    return out
+
+
+def machine() -> dict:
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }

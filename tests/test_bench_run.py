@@ -1,0 +1,176 @@
+"""`stepsift bench` and `stepsift demo` end to end, at a size CI can afford: tiny target, tiny
+pool, one training epoch. The figures are meaningless at this size; what is checked is that
+every run happens once, lands in every output file with the fields the issue asks for, and
+that an interrupted bench continues without redoing finished runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from stepsift.bench import runner
+from stepsift.bench.base_model import BaseConfig
+from stepsift.bench.demo import demo_config, run_demo
+from stepsift.bench.digits import load_bank
+from stepsift.bench.judge import JudgeSettings, judge_examples
+from stepsift.bench.problems import make_clean, make_pool
+from stepsift.bench.report import RESULT_FIELDS
+from stepsift.bench.runner import BenchConfig, run_bench
+from stepsift.bench.target import TargetConfig
+from stepsift.cli import main
+from stepsift.proxy.warmup import WarmupSettings
+
+TINY_TARGET = TargetConfig(
+    d_model=32, n_layers=2, n_heads=2, mlp_hidden=64, max_text_len=200, patch_hidden=32
+)
+TINY = {
+    "pool_size": 40,
+    "n_anchors": 6,
+    "n_test": 12,
+    "epochs": 1,
+    "judge": JudgeSettings(n_train=24, epochs=1),
+    "base": BaseConfig(target=TINY_TARGET, n_train=48, n_heldout=6, steps=4),
+    "warmup": WarmupSettings(min_samples=16, min_steps=3),
+    "progress": False,
+}
+
+
+def tiny_config(out: Path, **kw) -> BenchConfig:
+    return BenchConfig(out=out, **{**TINY, **kw})
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("bench") / "run"
+    cfg = tiny_config(out, seeds=(0, 1), fractions=(0.2, 0.5), random_fractions=(0.2,))
+    rows = run_bench(cfg)
+    return cfg, rows
+
+
+def test_every_planned_run_is_in_results_json_with_the_required_fields(bench_run) -> None:
+    cfg, rows = bench_run
+    saved = json.loads((cfg.out / "results.json").read_text())
+    assert len(saved) == len(rows)
+    # 2 seeds x 2 protocols x (full, random 20%, ost 20/50%, 4 baselines at 20%, judge)
+    assert len(saved) == 2 * 2 * 9
+    for row in saved:
+        assert set(RESULT_FIELDS) <= set(row)
+        assert 0.0 <= row["accuracy"] <= 1.0
+        assert row["protocol"] in ("A", "B")
+    keys = {(r["method"], r["keep"], r["protocol"], r["seed"]) for r in saved}
+    assert len(keys) == len(saved)  # no run twice
+
+
+def test_protocols_train_as_defined(bench_run) -> None:
+    cfg, rows = bench_run
+    by = {(r["method"], r["keep"], r["protocol"], r["seed"]): r for r in rows}
+    full_steps = cfg.full_steps()
+    for r in rows:
+        if r["train_samples"] == 0:
+            continue  # an empty selection trains nothing (the base is the result)
+        if r["protocol"] == "B":
+            assert r["train_steps"] == full_steps
+        else:  # A: `epochs` passes over the subset
+            assert r["train_steps"] == cfg.epochs * -(-r["train_samples"] // cfg.batch_size)
+    ost20 = by[("ost", 0.2, "A", 0)]
+    assert ost20["train_samples"] == 8  # floor(0.2 * 40)
+
+
+def test_selection_costs_are_charged(bench_run) -> None:
+    cfg, rows = bench_run
+    score_seconds = json.loads((cfg.out / "noise-40" / "score_cost.json").read_text())
+    for r in rows:
+        if r["method"] in ("ost", "ost_drop_harmful", "high_loss"):
+            assert r["select_seconds"] >= score_seconds["score_seconds"]
+        if r["method"] == "full":
+            assert r["select_seconds"] < 0.1  # no model work
+
+
+def test_reports_hold_the_table_plot_and_detection_figures(bench_run) -> None:
+    cfg, _ = bench_run
+    md = (cfg.out / "results.md").read_text()
+    assert "Protocol A" in md and "Protocol B" in md
+    assert "| ost top-20% |" in md and "| judge |" in md
+    assert "Noise detection" in md and "harmful" in md
+    png = (cfg.out / "pareto.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = json.loads((cfg.out / "summary.json").read_text())
+    det = summary["levels"]["0.4"]["detection"]
+    assert 0.0 <= det["auroc"]["ost (utility)"] <= 1.0
+    assert "misread" in det["per_type"]["ost (utility)"]
+    assert 0.0 <= summary["levels"]["0.4"]["base_accuracy"] <= 1.0
+
+
+def test_rerun_continues_without_redoing_finished_runs(bench_run, monkeypatch) -> None:
+    cfg, rows = bench_run
+    runs_path = cfg.out / "runs.jsonl"
+    lines = runs_path.read_text().splitlines()
+    # a crash mid-write: the last run's line is torn, so that run (only) is redone
+    runs_path.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:20])
+    trained = []
+    real = runner.train_and_evaluate
+
+    def counting(*args, **kw):
+        trained.append(args[4:])
+        return real(*args, **kw)
+
+    monkeypatch.setattr(runner, "train_and_evaluate", counting)
+    monkeypatch.setattr(runner, "score", _must_not_run("scoring"))
+    monkeypatch.setattr(runner, "train_judge", _must_not_run("judge training"))
+    again = run_bench(cfg)
+    assert len(trained) == 1
+    assert len(again) == len(rows)
+
+
+def _must_not_run(what: str):
+    def fail(*args, **kw):
+        raise AssertionError(f"{what} ran again on a resumed bench")
+
+    return fail
+
+
+def test_judge_trains_on_its_own_problems_on_pool_split_images() -> None:
+    """The judge's clean problems come from pool-split images (never dev/test) and from their
+    own random stream, so they are not the pool's problems."""
+    judge = make_clean(50, "pool", "judge", seed=0, stream="judge")
+    pool = make_pool(50, seed=0)
+    pool_split = set(load_bank().splits["pool"].tolist())
+    assert all(set(s.meta["image_indices"]) <= pool_split for s in judge)
+    problem = lambda s: (s.meta["task"], tuple(s.meta["image_indices"]))  # noqa: E731
+    assert not {problem(s) for s in judge} & {problem(s) for s in pool}
+    examples = judge_examples(5, seed=0)
+    assert [e.answer for e in examples] == [s.meta["answer"] for s in judge[:5]]
+    assert all(e.pixels is not None and e.turns[-1].supervised for e in examples)
+
+
+def test_demo_runs_the_quick_bench_and_hands_over_a_subset(tmp_path: Path) -> None:
+    cfg = demo_config(
+        tmp_path / "demo", pool_size=40, **{k: v for k, v in TINY.items() if k != "pool_size"}
+    )
+    rows = run_demo(cfg)
+    # protocol B, one seed: full, random 20%, OST top-20% and top-50%, judge
+    assert sorted((r["method"], r["keep"] if r["method"] != "judge" else None) for r in rows) == [
+        ("full", 1.0),
+        ("judge", None),
+        ("ost", 0.2),
+        ("ost", 0.5),
+        ("random", 0.2),
+    ]
+    assert {r["protocol"] for r in rows} == {"B"}
+    subset = (tmp_path / "demo" / "noise-40" / "subset-top20.jsonl").read_text().splitlines()
+    assert len(subset) == 8
+    assert all(json.loads(line)["conversations"] for line in subset)  # the pool's own format
+
+
+def test_bench_command_rejects_unknown_methods(tmp_path: Path, capsys) -> None:
+    code = main(["bench", "--out", str(tmp_path), "--methods", "ost,oracle"])
+    assert code == 2
+    assert "oracle" in capsys.readouterr().err
+
+
+def test_fraction_lists_accept_percentages() -> None:
+    from stepsift.cli import _floats
+
+    assert _floats("10%, 0.2,50%") == (0.1, 0.2, 0.5)
