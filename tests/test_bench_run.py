@@ -13,13 +13,15 @@ import pytest
 from stepsift.bench import runner
 from stepsift.bench.base_model import BaseConfig
 from stepsift.bench.demo import demo_config, run_demo
-from stepsift.bench.digits import load_bank
+from stepsift.bench.digits import compose, load_bank, save_png
+from stepsift.bench.generate import to_llava
 from stepsift.bench.judge import JudgeSettings, judge_examples
 from stepsift.bench.problems import make_clean, make_pool
 from stepsift.bench.report import RESULT_FIELDS
 from stepsift.bench.runner import BenchConfig, run_bench
-from stepsift.bench.target import TargetConfig
+from stepsift.bench.target import TargetConfig, strip_of
 from stepsift.cli import main
+from stepsift.data import read_records
 from stepsift.proxy.warmup import WarmupSettings
 
 TINY_TARGET = TargetConfig(
@@ -174,3 +176,17 @@ def test_fraction_lists_accept_percentages() -> None:
     from stepsift.cli import _floats
 
     assert _floats("10%, 0.2,50%") == (0.1, 0.2, 0.5)
+
+
+def test_judge_examples_read_exactly_like_the_records_it_judges(tmp_path: Path) -> None:
+    """The judge must train on prompts rendered as the pool's records are read from disk
+    (a mismatch, e.g. a literal '<image>' in its prompts, makes it misjudge everything)."""
+    sample = make_clean(1, "pool", "judge", seed=0, stream="judge")[0]
+    images = tmp_path / "images"
+    images.mkdir()
+    save_png(compose(load_bank(), sample.meta["image_indices"]), images / f"{sample.id}.png")
+    (tmp_path / "one.jsonl").write_text(json.dumps(to_llava(sample)) + "\n")
+    record = read_records(tmp_path / "one.jsonl").records[0]
+    example = judge_examples(1, seed=0)[0]
+    assert example.turns == tuple(record.turns)
+    assert (example.pixels == strip_of(record.images)).all()

@@ -55,8 +55,9 @@ def judge_examples(n: int, seed: int) -> list[Example]:
     out = []
     for s in make_clean(n, "pool", "judge", seed=seed, stream="judge"):
         gray = compose(bank, s.meta["image_indices"])
+        # as the reader gives a LLaVA record: the <image> placeholder is not part of the text
         turns = (
-            Turn("user", f"<image>\n{s.question}"),
+            Turn("user", s.question),
             Turn("assistant", s.answer, supervised=True),
         )
         out.append(Example(turns, np.repeat(gray[:, :, None], 3, axis=2), s.meta["answer"]))
