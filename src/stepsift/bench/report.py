@@ -141,7 +141,8 @@ def markdown(groups: list[dict], context: dict) -> str:
     parts += [
         "",
         f"Machine: {m['platform']}, {m['processor']}, torch {m['torch']}, "
-        f"{m['threads']} threads. Bench wall time {context['seconds'] / 60:.1f} min.",
+        f"{m['threads']} threads. This invocation: {context['seconds'] / 60:.1f} min "
+        "(finished runs and cached stages are not redone).",
     ]
     return "\n".join(parts) + "\n"
 

@@ -363,10 +363,10 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
                 f"{row['train_samples']}: accuracy {row['accuracy']:.3f} "
                 f"(base {base_acc:.3f}), train {row['train_seconds']:.0f}s"
             )
-    if "judge" in judge_box:
+    if "judge" in cfg.methods:
         context["judge"] = judge_info(cfg)
     context["seconds"] = time.perf_counter() - start
-    rows = [r for r in done.values() if r["noise"] in cfg.noise_rates]
+    rows = [r for r in done.values() if r["noise"] in cfg.noise_rates and r["seed"] in cfg.seeds]
     write_reports(cfg, rows, context)
     return rows
 
