@@ -33,7 +33,13 @@ import torch
 
 from stepsift.bench.base_model import BaseConfig, get_base_model
 from stepsift.bench.generate import BenchmarkPaths, write_benchmark
-from stepsift.bench.judge import Judge, JudgeSettings, judge_select, train_judge
+from stepsift.bench.judge import (
+    Judge,
+    JudgeSettings,
+    judge_accuracy,
+    judge_select,
+    train_judge,
+)
 from stepsift.bench.metrics import (
     NOT_WRONG,
     harmful_precision,
@@ -169,18 +175,6 @@ def cached_json(path: Path, make: Callable[[], dict]) -> dict:
     return value
 
 
-def selection_as_dict(s: SelectionResult) -> dict:
-    return {
-        "name": s.name,
-        "kept_ids": s.kept_ids,
-        "n_pool": s.n_pool,
-        "n_target": s.n_target,
-        "select_seconds": s.select_seconds,
-        "note": s.note,
-        "scores": s.scores,
-    }
-
-
 @dataclass
 class NoiseLevel:
     """Everything selection needs for one noise rate, computed once."""
@@ -233,7 +227,7 @@ def get_judge(cfg: BenchConfig, base: TargetModel, test: list[Record]) -> Judge:
         return Judge(TargetModel.load(folder), info["train_seconds"], cfg.judge)
     log(f"training the judge on {cfg.judge.n_train} of its own clean problems")
     judge = train_judge(base, cfg.judge)
-    accuracy = evaluate(judge.model, test).accuracy
+    accuracy = judge_accuracy(judge, test)
     judge.model.save(folder)
     info = {
         "settings": asdict(cfg.judge),
@@ -266,7 +260,7 @@ def select_all(
                 else:
                     result = SELECTORS[method](inputs, keep if keep is not None else 1.0)
                 result.select_seconds += selection_overhead(method, level)
-                cache[key] = selection_as_dict(result)
+                cache[key] = asdict(result)
                 atomic_write_text(path, json.dumps(cache) + "\n")
             out[key] = SelectionResult(**cache[key])
     return out
