@@ -8,140 +8,22 @@ U = anchor loss before - anchor loss after.
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Callable, Sequence
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
-from PIL import Image
-from torch import Tensor, nn
+from torch import Tensor
+from utility_reference import (
+    RTOL,
+    adam,
+    anchor_mean,
+    loss_alone,
+    reference,
+    sgd,
+)
 
-from stepsift.data.record import Record, Source, Turn
-from stepsift.proxy.builtin import BuiltinProxy
-from stepsift.proxy.tiny_vlm import TinyVLMConfig
 from stepsift.proxy.warmup import WarmupSettings, warm_up
 from stepsift.utility.exact import ExactUtility
 from stepsift.utility.steps import AdamStep, SGDStep, make_step_rule
-
-RTOL = 1e-6
-SMALL = {"d_model": 32, "n_layers": 2, "n_heads": 2, "max_len": 96}
-MakeOptimizer = Callable[[dict[str, nn.Parameter], list[str]], torch.optim.Optimizer]
-
-
-# -- records and images --------------------------------------------------------------
-def make_record(rid: str, user: str, reply: str, images: Sequence[Path] = ()) -> Record:
-    turns = (Turn("user", user), Turn("assistant", reply, supervised=True))
-    return Record(
-        id=rid,
-        turns=turns,
-        images=tuple(images),
-        source=Source(Path("test.jsonl"), 1),
-        format="test",
-        raw="{}",
-    )
-
-
-def make_png(path: Path, width: int, height: int, seed: int) -> Path:
-    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(path)
-    return path
-
-
-@pytest.fixture
-def pngs(tmp_path: Path) -> list[Path]:
-    return [
-        make_png(tmp_path / "a.png", 32, 32, 1),
-        make_png(tmp_path / "b.png", 40, 24, 2),
-        make_png(tmp_path / "c.png", 17, 29, 3),
-    ]
-
-
-@pytest.fixture
-def candidates(pngs: list[Path]) -> list[Record]:
-    """Five candidates of different lengths; two with images (one with two)."""
-    return [
-        make_record("c0", "2+3?", "5"),
-        make_record("c1", "What colour is it?", "Mostly noise, some red.", [pngs[0]]),
-        make_record("c2", "Name a prime number above ten.", "Eleven is prime: 11."),
-        make_record("c3", "Describe both.", "Two noisy strips.", [pngs[1], pngs[2]]),
-        make_record("c4", "Say hi", "hi"),
-    ]
-
-
-@pytest.fixture
-def anchors(pngs: list[Path]) -> list[Record]:
-    return [
-        make_record("a0", "What is 4+4?", "8"),
-        make_record("a1", "What is in the picture?", "Random pixels.", [pngs[2]]),
-        make_record("a2", "Name a prime number.", "Seven is prime."),
-    ]
-
-
-@pytest.fixture
-def proxy() -> BuiltinProxy:
-    p = BuiltinProxy(TinyVLMConfig(**SMALL), seed=0)
-    p.model.double()
-    return p
-
-
-# -- the reference ----------------------------------------------------------------------
-def loss_alone(proxy: BuiltinProxy, model: nn.Module, rec: Record) -> Tensor:
-    """Mean token loss of one record, collated alone (no padding), from `model` itself."""
-    t = proxy.collate([rec]).tensors
-    logits = model(t["input_ids"], t["images"], t["has_image"])[0]
-    mask = t["loss_mask"][0]
-    return F.cross_entropy(logits[mask], t["labels"][0][mask])
-
-
-def anchor_mean(proxy: BuiltinProxy, model: nn.Module, anchors: Sequence[Record]) -> float:
-    with torch.no_grad():
-        return sum(loss_alone(proxy, model, a).item() for a in anchors) / len(anchors)
-
-
-def reference(
-    proxy: BuiltinProxy,
-    candidates: Sequence[Record],
-    anchors: Sequence[Record],
-    make_optimizer: MakeOptimizer,
-    names: list[str] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per candidate: copy the model, take a real optimizer step on it, re-score anchors."""
-    base = anchor_mean(proxy, proxy.model, anchors)
-    utilities, losses = [], []
-    for cand in candidates:
-        model = copy.deepcopy(proxy.model)
-        named = dict(model.named_parameters())
-        optimizer = make_optimizer(named, list(named) if names is None else names)
-        loss = loss_alone(proxy, model, cand)
-        loss.backward()
-        optimizer.step()
-        utilities.append(base - anchor_mean(proxy, model, anchors))
-        losses.append(loss.item())
-    return np.array(utilities), np.array(losses)
-
-
-def sgd(lr: float) -> MakeOptimizer:
-    return lambda named, names: torch.optim.SGD([named[n] for n in names], lr=lr)
-
-
-def adam(lr: float, betas=(0.9, 0.999), eps=1e-8, state=None) -> MakeOptimizer:
-    """A real torch Adam; with `state`, continuing from that (stepsift-format) state."""
-
-    def make(named: dict[str, nn.Parameter], names: list[str]) -> torch.optim.Optimizer:
-        optimizer = torch.optim.Adam([named[n] for n in names], lr=lr, betas=betas, eps=eps)
-        for n in names if state else ():
-            st = state[n]
-            optimizer.state[named[n]] = {
-                "step": torch.tensor(float(st["step"])),
-                "exp_avg": st["exp_avg"].clone(),
-                "exp_avg_sq": st["exp_avg_sq"].clone(),
-            }
-        return optimizer
-
-    return make
 
 
 def stepsift(proxy, candidates, anchors, rule, **kwargs):
