@@ -8,6 +8,7 @@ and says which parameters a simulated step may move.
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -60,6 +61,12 @@ class Proxy(ABC):
         """Tokenise and pad records; the loss mask covers assistant tokens only."""
 
     @abstractmethod
+    def token_logits(self, params: Mapping[str, Tensor], tensors: Mapping[str, Tensor]) -> Tensor:
+        """Logits (B, T, vocab) aligned with `tensors["labels"]` and `tensors["loss_mask"]`,
+        which every batch carries: the label each position predicts, and whether it is
+        supervised. (The curvature estimator resamples the labels from these logits.)"""
+
+    @abstractmethod
     def per_sample_loss(
         self, params: Mapping[str, Tensor], tensors: Mapping[str, Tensor]
     ) -> Tensor:
@@ -73,9 +80,19 @@ class Proxy(ABC):
     def save(self, directory: Path) -> None:
         """Write the proxy (weights, config, optimizer state if any) to a folder."""
 
+    def trainable_parameter_names(self) -> list[str]:
+        return [n for n, p in self.model.named_parameters() if p.requires_grad]
+
     def step_parameter_names(self) -> list[str]:
         """Names of the parameters a simulated step may move (default: all trainable)."""
-        return [n for n, p in self.model.named_parameters() if p.requires_grad]
+        chosen = getattr(self, "_step_names", None)
+        return list(chosen) if chosen is not None else self.trainable_parameter_names()
+
+    def restrict_step(self, spec: str) -> list[str]:
+        """Let simulated steps move only the parameters `spec` names (see
+        `select_parameter_names`); returns those names."""
+        self._step_names = select_parameter_names(self.trainable_parameter_names(), spec)
+        return list(self._step_names)
 
     def step_parameters(self) -> Params:
         """Detached copies-by-reference of the parameters a step may move."""
@@ -89,3 +106,27 @@ class Proxy(ABC):
     @property
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
+
+
+def select_parameter_names(names: Sequence[str], spec: str) -> list[str]:
+    """The names `spec` selects: "all"; "lora" (the LoRA adapters' own matrices); or a
+    regular expression searched in each name (e.g. "head|blocks\\.1\\.")."""
+    if spec == "all":
+        return list(names)
+    if spec == "lora":
+        chosen = [n for n in names if "lora_" in n]
+        if not chosen:
+            raise ValueError(
+                "--params lora: this proxy has no LoRA adapter parameters (names containing "
+                "'lora_'); LoRA needs a Hugging Face proxy with adapters. Use 'all' or a regex"
+            )
+        return chosen
+    try:
+        pattern = re.compile(spec)
+    except re.error as e:
+        raise ValueError(f"--params {spec!r} is not a valid regular expression: {e}") from e
+    chosen = [n for n in names if pattern.search(n)]
+    if not chosen:
+        sample = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+        raise ValueError(f"--params {spec!r} matches no trainable parameter; names are: {sample}")
+    return chosen

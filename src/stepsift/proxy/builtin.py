@@ -98,15 +98,18 @@ class BuiltinProxy(Proxy):
         return out, has_image
 
     # -- losses ----------------------------------------------------------------
-    def per_sample_loss(
-        self, params: Mapping[str, Tensor], tensors: Mapping[str, Tensor]
-    ) -> Tensor:
-        logits = functional_call(
+    def token_logits(self, params: Mapping[str, Tensor], tensors: Mapping[str, Tensor]) -> Tensor:
+        return functional_call(
             self.model,
             dict(params),
             (tensors["input_ids"], tensors["images"], tensors["has_image"]),
             strict=False,
         )
+
+    def per_sample_loss(
+        self, params: Mapping[str, Tensor], tensors: Mapping[str, Tensor]
+    ) -> Tensor:
+        logits = self.token_logits(params, tensors)
         token_loss = F.cross_entropy(logits.transpose(1, 2), tensors["labels"], reduction="none")
         mask = tensors["loss_mask"].to(token_loss.dtype)
         # clamp: a record truncated down to no supervised token scores loss 0, not NaN

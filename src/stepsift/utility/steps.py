@@ -79,6 +79,13 @@ class AdamStep:
 StepRule = SGDStep | AdamStep
 
 
+def shared_step(step_rule: StepRule, params: Params) -> Params:
+    """The part of every candidate's update that does not depend on its gradient: the
+    update for a zero gradient (0 for SGD; Adam's momentum from the warm-up state)."""
+    zero = {n: torch.zeros_like(p).unsqueeze(0) for n, p in params.items()}
+    return {n: d[0] for n, d in step_rule(zero).items()}
+
+
 def make_step_rule(
     optimizer: str, lr: float | None, proxy: Proxy, sgd_default_lr: float
 ) -> StepRule:
