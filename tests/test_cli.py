@@ -452,3 +452,50 @@ def test_adam_without_warm_up_state_warns(bench, tmp_path) -> None:
     assert "warning: Adam stepped from a fresh state" in run.out
     run = run_cli(*argv, "--overwrite", *FAST)
     assert run.rc == 0 and "warning" not in run.out
+
+
+def test_every_estimator_scores_through_the_cli(scored: Scored, tmp_path) -> None:
+    """Every --method runs end to end from the saved proxy and records its settings; the
+    default (the `scored` fixture) is the curvature estimate."""
+    b = scored.bench
+    default = json.loads(pq.read_schema(scored.scores).metadata[b"stepsift"])
+    assert default["method"] == "curvature"
+    exact = None
+    for method in ("exact", "first-order", "curvature", "less"):
+        out = tmp_path / f"{method}.parquet"
+        run = run_cli(
+            "score", b.pool, "--anchors", b.anchors, "--out", out,
+            "--proxy", scored.proxy_dir, "--method", method, "--less-dim", "256", *FAST,
+        )  # fmt: skip
+        assert run.rc == 0, run.err
+        got = scores_by_id(out)
+        if method == "exact":
+            exact = got
+            continue
+        assert sorted(got) == sorted(exact)
+        settings = json.loads(pq.read_schema(out).metadata[b"stepsift"])
+        assert settings["method"] == method
+        assert got != exact  # really another estimate, not a copy of the exact scores
+        if method == "first-order":
+            assert settings["directional"] == "jvp"
+        if method == "curvature":
+            assert settings["ggn_sketch_size"] <= 64
+        if method == "less":
+            assert settings["less_dim"] == 256
+
+
+def test_params_restricts_the_step_and_rejects_a_regex_matching_nothing(
+    scored: Scored, tmp_path
+) -> None:
+    b = scored.bench
+    argv = ["score", b.pool, "--anchors", b.anchors, "--proxy", scored.proxy_dir, *FAST]
+    head = tmp_path / "head.parquet"
+    run = run_cli(*argv, "--out", head, "--params", r"^head\.")
+    assert run.rc == 0, run.err
+    settings = json.loads(pq.read_schema(head).metadata[b"stepsift"])
+    assert settings["params"] == r"^head\."
+    assert scores_by_id(head) != scores_by_id(scored.scores)  # a different step, other values
+    run = run_cli(*argv, "--out", tmp_path / "none.parquet", "--params", "nothing_is_called_this")
+    assert run.rc == 2 and "matches no trainable parameter" in run.err
+    run = run_cli(*argv, "--out", tmp_path / "lora.parquet", "--params", "lora")
+    assert run.rc == 2 and "no LoRA adapter" in run.err

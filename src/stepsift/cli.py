@@ -31,7 +31,23 @@ def add_score_parser(sub: argparse._SubParsersAction) -> None:
         default="builtin",
         help="'builtin' (tiny VLM, warmed up on the pool) or a folder from --save-proxy",
     )
-    p.add_argument("--method", choices=METHODS, default="exact", help="utility estimator")
+    p.add_argument(
+        "--method",
+        choices=METHODS,
+        default=ScoreSettings.method,
+        help="utility estimator (see README: cost and agreement with exact)",
+    )
+    p.add_argument(
+        "--less-dim",
+        type=int,
+        default=ScoreSettings.less_dim,
+        help="projection size for --method less",
+    )
+    p.add_argument(
+        "--params",
+        default=ScoreSettings.params,
+        help="parameters the simulated step moves: all, lora, or a regex on their names",
+    )
     p.add_argument(
         "--optimizer",
         choices=OPTIMIZERS,
@@ -94,6 +110,8 @@ def run_score(args: argparse.Namespace) -> int:
     settings = ScoreSettings(
         proxy=args.proxy,
         method=args.method,
+        params=args.params,
+        less_dim=args.less_dim,
         optimizer=args.optimizer,
         lr=args.lr,
         warmup=WarmupSettings(
@@ -200,38 +218,53 @@ def _words(text: str) -> tuple[str, ...]:
 
 
 def add_bench_parser(sub: argparse._SubParsersAction) -> None:
-    from stepsift.bench.runner import METHODS
+    from stepsift.bench.runner import METHODS as BENCH_METHODS
+    from stepsift.bench.runner import BenchConfig
+
+    d = BenchConfig(out=Path("runs/bench"))  # every default comes from the config itself
+
+    def listed(values: tuple) -> str:
+        return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
 
     p = sub.add_parser("bench", help="the full benchmark: every method, protocols A and B, seeds")
-    p.add_argument("--out", type=Path, default=Path("runs/bench"))
-    p.add_argument("--methods", type=_words, default=METHODS, help=f"of {','.join(METHODS)}")
+    p.add_argument("--out", type=Path, default=d.out)
+    p.add_argument(
+        "--methods", type=_words, default=d.methods, help=f"of {','.join(BENCH_METHODS)}"
+    )
     p.add_argument(
         "--fractions",
         type=_floats,
-        default=(0.1, 0.2, 0.3, 0.5, 0.7),
-        help="OST keep fractions (default 0.1,0.2,0.3,0.5,0.7)",
+        default=d.fractions,
+        help=f"OST keep fractions (default {listed(d.fractions)})",
     )
     p.add_argument(
         "--random-fractions",
         type=_floats,
-        default=(0.2, 0.5),
-        help="random-k keep fractions (default 0.2,0.5)",
+        default=d.random_fractions,
+        help=f"random-k keep fractions (default {listed(d.random_fractions)})",
     )
     p.add_argument(
         "--baseline-fraction",
         type=float,
-        default=0.2,
-        help="keep fraction of ost_drop_harmful, high_loss, ifd, deita (default 0.2)",
+        default=d.baseline_fraction,
+        help=f"keep fraction of ost_drop_harmful, high_loss, ifd, deita "
+        f"(default {d.baseline_fraction:g})",
     )
-    p.add_argument("--protocols", type=_words, default=("A", "B"))
-    p.add_argument("--seeds", type=lambda t: tuple(int(x) for x in _words(t)), default=(0, 1, 2))
+    p.add_argument("--protocols", type=_words, default=d.protocols)
+    p.add_argument("--seeds", type=lambda t: tuple(int(x) for x in _words(t)), default=d.seeds)
     p.add_argument(
-        "--noise", type=_floats, default=(0.4,), help="noise rate(s), e.g. 0,0.2,0.4,0.6"
+        "--noise", type=_floats, default=d.noise_rates, help="noise rate(s), e.g. 0,0.2,0.4,0.6"
     )
-    p.add_argument("--pool", type=int, default=1000, help="candidate pool size")
-    p.add_argument("--test", type=int, default=1000, help="test set size")
-    p.add_argument("--epochs", type=int, default=3, help="protocol A's epochs (B: full's steps)")
-    p.add_argument("--lr", type=float, default=2e-3, help="target fine-tuning learning rate")
+    p.add_argument("--pool", type=int, default=d.pool_size, help="candidate pool size")
+    p.add_argument("--test", type=int, default=d.n_test, help="test set size")
+    p.add_argument("--epochs", type=int, default=d.epochs, help="protocol A's epochs (B: full's)")
+    p.add_argument("--lr", type=float, default=d.lr, help="target fine-tuning learning rate")
+    p.add_argument(
+        "--estimator",
+        choices=METHODS,
+        default=d.estimator,
+        help="how OST's scores are computed (default: exact, the method's definition)",
+    )
     p.add_argument("--cache", type=Path, default=None, help="base checkpoint cache folder")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=run_bench)
@@ -255,6 +288,7 @@ def run_bench(args: argparse.Namespace) -> int:
             n_test=args.test,
             epochs=args.epochs,
             lr=args.lr,
+            estimator=args.estimator,
             cache_dir=args.cache,
             progress=not args.quiet,
         )

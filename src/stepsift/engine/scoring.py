@@ -27,10 +27,11 @@ from stepsift.engine.store import (
     read_scores,
     read_settings,
 )
-from stepsift.proxy.base import Proxy
+from stepsift.proxy.base import Proxy, select_parameter_names
 from stepsift.proxy.builtin import BuiltinProxy
 from stepsift.proxy.warmup import WarmupReport, WarmupSettings, warm_up
-from stepsift.utility.exact import ExactUtility
+from stepsift.utility.less import DEFAULT_DIM as LESS_DIM
+from stepsift.utility.registry import ESTIMATORS, make_estimator
 from stepsift.utility.steps import make_step_rule
 
 # The default step is Adam continuing the warm-up's own state at the warm-up's own lr:
@@ -39,14 +40,16 @@ from stepsift.utility.steps import make_step_rule
 # (benchmarks/step_size_sweep.py measures both; see benchmarks/RESULTS.md.)
 DEFAULT_OPTIMIZER = "adam"
 DEFAULT_SGD_LR = 0.01
-METHODS = ("exact",)
+METHODS = tuple(ESTIMATORS)
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 @dataclass
 class ScoreSettings:
     proxy: str = "builtin"  # "builtin", or a folder written by --save-proxy
-    method: str = "exact"
+    method: str = "curvature"  # ~20x cheaper than exact; agreement in benchmarks/RESULTS.md
+    params: str = "all"  # which parameters the simulated step moves: all | lora | REGEX
+    less_dim: int = LESS_DIM  # projection size, for --method less only
     optimizer: str = DEFAULT_OPTIMIZER
     lr: float | None = None  # None: DEFAULT_SGD_LR for SGD, the warm-up's lr for Adam
     warmup: WarmupSettings = field(default_factory=WarmupSettings)
@@ -129,6 +132,7 @@ def get_proxy(settings: ScoreSettings, pool: Sequence[Record]) -> tuple[Proxy, W
         proxy.model.to(dtype)
         return proxy, None
     proxy = BuiltinProxy(seed=settings.seed)
+    select_parameter_names(proxy.trainable_parameter_names(), settings.params)  # fail early
     proxy.model.to(dtype)
     warmup_settings = WarmupSettings(**{**asdict(settings.warmup), "seed": settings.seed})
     report = warm_up(proxy, pool, warmup_settings, progress=settings.progress)
@@ -145,6 +149,8 @@ def decisive_settings(settings: ScoreSettings, candidates: Path, anchors: Path) 
     """The settings that decide the scores: a resumed run must share every one of them."""
     return {
         "method": settings.method,
+        "params": settings.params,
+        "less_dim": settings.less_dim if settings.method == "less" else None,
         "proxy": settings.proxy,
         "optimizer": settings.optimizer,
         "lr": settings.lr,
@@ -218,8 +224,11 @@ def score(candidates: Path, anchors: Path, out: Path, settings: ScoreSettings) -
     proxy, warmup_report = resumable_proxy(settings, pool, store)
     if settings.save_proxy is not None:
         proxy.save(settings.save_proxy)
+    proxy.restrict_step(settings.params)
     step_rule = make_step_rule(settings.optimizer, settings.lr, proxy, DEFAULT_SGD_LR)
-    estimator = ExactUtility(proxy, proxy.collate(anchor_records), step_rule)
+    estimator = make_estimator(
+        settings.method, proxy, proxy.collate(anchor_records), step_rule, settings.less_dim
+    )
 
     done = set(store.done().id)
     ordered = length_sorted(pool)
@@ -266,6 +275,7 @@ def score(candidates: Path, anchors: Path, out: Path, settings: ScoreSettings) -
         "n_anchors": len(anchor_records),
         "base_anchor_loss": estimator.base_anchor_loss,
         **step_rule.describe(),
+        **estimator.describe(),
     }
     store.finish(rows, settings.harmful_below, recorded)
     return ScoreSummary(
