@@ -22,6 +22,7 @@ from stepsift.bench.runner import BenchConfig, run_bench
 from stepsift.bench.target import TargetConfig, strip_of
 from stepsift.cli import main
 from stepsift.data import read_records
+from stepsift.engine.store import read_settings
 from stepsift.proxy.warmup import WarmupSettings
 
 TINY_TARGET = TargetConfig(
@@ -190,3 +191,31 @@ def test_judge_examples_read_exactly_like_the_records_it_judges(tmp_path: Path) 
     example = judge_examples(1, seed=0)[0]
     assert example.turns == tuple(record.turns)
     assert (example.pixels == strip_of(record.images)).all()
+
+
+def test_noise_sweep_reports_every_level_side_by_side(tmp_path: Path) -> None:
+    """Two noise rates in one command: a folder per level, the base measured on each, and a
+    sweep table with one column per rate; a clean level has no wrong sample."""
+    cfg = tiny_config(
+        tmp_path / "sweep",
+        noise_rates=(0.0, 0.5),
+        methods=("full", "ost"),
+        fractions=(0.5,),
+        protocols=("B",),
+        seeds=(0,),
+        estimator="curvature",
+    )
+    rows = run_bench(cfg)
+    assert sorted((r["noise"], r["method"]) for r in rows) == [
+        (0.0, "full"), (0.0, "ost"), (0.5, "full"), (0.5, "ost"),
+    ]  # fmt: skip
+    assert all(r["wrong_share"] == 0 for r in rows if r["noise"] == 0.0)
+    assert (cfg.out / "noise-00" / "scores.parquet").is_file()
+    assert read_settings(cfg.out / "noise-50" / "scores.parquet")["method"] == "curvature"
+    md = (cfg.out / "results.md").read_text()
+    assert "Noise sweep, protocol B" in md
+    header = next(line for line in md.splitlines() if line.startswith("| method | 0%"))
+    assert header == "| method | 0% | 50% |"
+    assert "| wrong in pool | 0% |" in md
+    summary = json.loads((cfg.out / "summary.json").read_text())
+    assert sorted(summary["levels"]) == ["0", "0.5"]

@@ -121,8 +121,42 @@ def detection_table(det: dict) -> str:
     return "\n".join(lines)
 
 
+def sweep_table(groups: list[dict], context: dict, protocol: str) -> str:
+    """Accuracy of each selector across the noise rates, beside the base and the share of
+    wrong samples in the pool: where selection starts to pay."""
+    levels = sorted(float(k) for k in context["levels"])
+    rows = [g for g in groups if g["protocol"] == protocol]
+    if len(levels) < 2 or not rows:
+        return ""
+    by_key: dict[str, dict[float, dict]] = {}
+    for g in rows:
+        by_key.setdefault(label(g), {})[g["noise"]] = g
+    level = {n: context["levels"][f"{n:g}"] for n in levels}
+    lines = [
+        f"Noise sweep, protocol {protocol}: test accuracy (%) by noise rate",
+        "",
+        "| method | " + " | ".join(f"{n:.0%}" for n in levels) + " |",
+        "|---" * (len(levels) + 1) + "|",
+        "| base | " + " | ".join(f"{level[n]['base_accuracy'] * 100:.1f}" for n in levels) + " |",
+        "| wrong in pool | "
+        + " | ".join(f"{level[n]['detection']['wrong_share_pool']:.0%}" for n in levels)
+        + " |",
+    ]
+    for name, per in by_key.items():
+        cells = [
+            f"{per[n]['accuracy'] * 100:.1f}{_sd(per[n]['accuracy_sd'])}" if n in per else ""
+            for n in levels
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def markdown(groups: list[dict], context: dict) -> str:
     parts = ["# stepsift bench results", ""]
+    for protocol in ("A", "B"):
+        table = sweep_table(groups, context, protocol)
+        if table:
+            parts += [table, ""]
     for noise_key, level in context["levels"].items():
         noise = float(noise_key)
         for protocol in ("A", "B"):
