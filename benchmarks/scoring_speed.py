@@ -11,7 +11,7 @@ On the built-in proxy warmed up on the benchmark's pool, side by side in one run
 Timing is interleaved: every method runs on batch 1, then every method on batch 2, ...,
 so a machine that slows down mid-run slows all of them alike.
 
-    python benchmarks/scoring_speed.py --pool 600 --candidates 160 --json runs/speed.json
+    python benchmarks/scoring_speed.py --candidates 96 --json runs/scoring_speed.json
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import resource
 import subprocess
 import sys
 import time
@@ -51,11 +50,8 @@ VARIANTS: dict[str, Callable[[Proxy, Batch, StepRule], UtilityEstimator]] = {
     "exact": ExactUtility,
     "first-order": FirstOrderUtility,
     "curvature": CurvatureUtility,
-    "curvature full": partial(CurvatureUtility, rank=None),
+    "curvature K=4": partial(CurvatureUtility, label_draws=4),
     "curvature r=16": partial(CurvatureUtility, rank=16),
-    "curvature r=32": partial(CurvatureUtility, rank=32),
-    "curvature r=128": partial(CurvatureUtility, rank=128),
-    "curvature K=1": partial(CurvatureUtility, label_draws=1),
     "less": LessScore,
     "less d=1024": partial(LessScore, dim=1024),
 }
@@ -112,8 +108,10 @@ def probe(name: str, timed: dict[str, Callable[[Batch], object]], batches, devic
         timed[name](batch)
     if device.type == "cuda":
         print(torch.cuda.max_memory_allocated() / 2**20)
-    else:
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # KiB on Linux
+        return
+    # VmHWM, not getrusage: ru_maxrss carries the parent's peak over fork + exec
+    status = Path("/proc/self/status").read_text().splitlines()
+    print(next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 1024)
 
 
 def per_rule(agreement: dict, key: str) -> dict[str, dict[str, float]]:
@@ -134,6 +132,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/scoring_speed"))
     ap.add_argument("--json", type=Path, default=None, help="write the figures here")
     ap.add_argument("--memory-probe", default=None, help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--memory-only",
+        action="store_true",
+        help="only measure peak memory (and update peak_mb in --json if it exists)",
+    )
     args = ap.parse_args()
     device = torch.device(args.device)
     methods = args.methods.split(",")
@@ -169,6 +172,19 @@ def main() -> None:
         probe(name, timed, batches, device)
         return
     print(f"proxy: {n_params:,} parameters; {len(sample)} candidates; {len(anchors)} anchors")
+    probe_argv = [
+        f"--pool={args.pool}", f"--candidates={args.candidates}",
+        f"--batch-size={args.batch_size}", f"--device={args.device}", f"--out={args.out}",
+    ]  # fmt: skip
+    if args.memory_only:
+        peak_mb = {name: peak_memory_mb(name, probe_argv) for name in [*timed, *methods]}
+        for name, mb in peak_mb.items():
+            print(f"| {name} | {mb:.0f} MB |")
+        if args.json and args.json.is_file():
+            report = json.loads(args.json.read_text())
+            report["peak_mb"] = peak_mb
+            args.json.write_text(json.dumps(report, indent=1) + "\n")
+        return
 
     # -- agreement with exact, per step rule ---------------------------------------------
     agreement: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
@@ -191,10 +207,6 @@ def main() -> None:
     for method in methods:
         timed[method] = VARIANTS[method](proxy, anchor_batch, default_rule)
     per_candidate = time_methods(timed, batches, device)
-    probe_argv = [
-        f"--pool={args.pool}", f"--candidates={args.candidates}",
-        f"--batch-size={args.batch_size}", f"--device={args.device}", f"--out={args.out}",
-    ]  # fmt: skip
     peak_mb = {name: peak_memory_mb(name, probe_argv) for name in timed}
     forward = per_candidate["forward"]
     equivalents = {k: v / forward for k, v in per_candidate.items()}

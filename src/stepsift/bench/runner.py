@@ -201,7 +201,7 @@ def prepare_level(cfg: BenchConfig, noise: float) -> NoiseLevel:
     scores_path = folder / "scores.parquet"
 
     def run_score() -> dict:
-        log(f"noise {noise:.0%}: scoring {cfg.pool_size} candidates with OST (exact)")
+        log(f"noise {noise:.0%}: scoring {cfg.pool_size} candidates with OST ({cfg.estimator})")
         settings = ScoreSettings(
             method=cfg.estimator,
             seed=cfg.data_seed,
