@@ -456,10 +456,10 @@ def test_adam_without_warm_up_state_warns(bench, tmp_path) -> None:
 
 def test_every_estimator_scores_through_the_cli(scored: Scored, tmp_path) -> None:
     """Every --method runs end to end from the saved proxy and records its settings; the
-    default (the `scored` fixture) is the curvature estimate."""
+    default (the `scored` fixture) is the exact utility."""
     b = scored.bench
     default = json.loads(pq.read_schema(scored.scores).metadata[b"stepsift"])
-    assert default["method"] == "curvature"
+    assert default["method"] == "exact"
     exact = None
     for method in ("exact", "first-order", "curvature", "less"):
         out = tmp_path / f"{method}.parquet"
