@@ -217,5 +217,25 @@ def test_noise_sweep_reports_every_level_side_by_side(tmp_path: Path) -> None:
     header = next(line for line in md.splitlines() if line.startswith("| method | 0%"))
     assert header == "| method | 0% | 50% |"
     assert "| wrong in pool | 0% |" in md
+    assert "no wrong sample in the pool, so no AUROC" in md  # the clean level
     summary = json.loads((cfg.out / "summary.json").read_text())
     assert sorted(summary["levels"]) == ["0", "0.5"]
+
+
+def test_report_holds_only_what_the_command_asked_for(bench_run) -> None:
+    """A narrower command over the same folder reuses the finished runs and reports just
+    its own plan, not every run runs.jsonl holds."""
+    cfg, _ = bench_run
+    narrow = tiny_config(
+        cfg.out,
+        methods=("full", "ost"),
+        fractions=(0.5,),
+        protocols=("B",),
+        seeds=(1,),
+    )
+    rows = run_bench(narrow)
+    assert sorted((r["method"], r["protocol"], r["seed"]) for r in rows) == [
+        ("full", "B", 1), ("ost", "B", 1),
+    ]  # fmt: skip
+    saved = json.loads((cfg.out / "results.json").read_text())
+    assert len(saved) == 2

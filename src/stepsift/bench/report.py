@@ -100,6 +100,11 @@ def results_table(groups: list[dict], noise: float, protocol: str, base: float) 
 
 
 def detection_table(det: dict) -> str:
+    if det["wrong_share_pool"] == 0:
+        return (
+            "Noise detection: no wrong sample in the pool, so no AUROC; "
+            f"OST `harmful` flags: {det['harmful_flagged']}."
+        )
     types = sorted(next(iter(det["per_type"].values())))
     lines = [
         "Noise detection: AUROC of each ranking, clean above wrong (0.5 = chance). "

@@ -364,7 +364,13 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
     if "judge" in cfg.methods:
         context["judge"] = judge_info(cfg)
     context["seconds"] = time.perf_counter() - start
-    rows = [r for r in done.values() if r["noise"] in cfg.noise_rates and r["seed"] in cfg.seeds]
+    # report what this command asked for, even when runs.jsonl holds other commands' runs
+    planned = [
+        run_key(noise, method, keep, protocol, seed)
+        for noise in cfg.noise_rates
+        for method, keep, protocol, seed in training_jobs(cfg)
+    ]
+    rows = [done[key] for key in planned if key in done]
     write_reports(cfg, rows, context)
     return rows
 
