@@ -1,35 +1,21 @@
 """The anchor loss L_A (the mean of the anchors' own losses) and its gradient.
 
 Every estimator measures a candidate against the anchors through these: the exact
-utility evaluates L_A at stepped parameters, the fast estimators need its gradient g_A
-once, at the proxy's parameters.
+utility evaluates L_A at stepped parameters; the fast estimators expand L_A once, where
+the update every candidate shares lands (`expand_at_shared_step`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 from torch.func import grad_and_value, vmap
 
 from stepsift.proxy.base import Batch, Params, Proxy
-
-
-def anchor_gradient(proxy: Proxy, anchors: Batch, params: Params, max_sequences: int = 256):
-    """g_A, the gradient of the mean anchor loss at `params`, and that loss (float)."""
-    total: Params = {n: torch.zeros_like(p) for n, p in params.items()}
-    loss = 0.0
-
-    def summed(p: Params, tensors: dict[str, Tensor]) -> Tensor:
-        return proxy.per_sample_loss(p, tensors).sum()
-
-    for s in range(0, len(anchors), max_sequences):
-        part = anchors.select(slice(s, s + max_sequences)).tensors
-        g, value = grad_and_value(summed)(params, part)
-        for n in total:
-            total[n] += g[n]
-        loss += float(value)
-    return {n: g / len(anchors) for n, g in total.items()}, loss / len(anchors)
-
+from stepsift.utility.steps import StepRule, shared_step
 
 # How the anchors are evaluated at a stack of parameter sets (see AnchorLoss.at_stack).
 STRATEGIES = ("auto", "loop", "vmap")
@@ -49,17 +35,33 @@ class AnchorLoss:
         self.max_sequences = max_sequences
         self.anchors = anchors
 
+    def chunks(self, size: int) -> Iterator[dict[str, Tensor]]:
+        """The anchors' tensors, `size` sequences at a time."""
+        for s in range(0, self.n, size):
+            yield self.anchors.select(slice(s, s + size)).tensors
+
+    def summed(self, params: Params, tensors: dict[str, Tensor]) -> Tensor:
+        return self.proxy.per_sample_loss(params, tensors).sum()
+
     def at(self, params: Params) -> float:
         """L_A at a single parameter set."""
         with torch.no_grad():
-            chunk = self.max_sequences
-            total = sum(
-                self.proxy.per_sample_loss(params, self.anchors.select(slice(s, s + chunk)).tensors)
-                .double()
-                .sum()
-                for s in range(0, self.n, chunk)
+            total = sum(  # summed in float64, as the stepped losses are compared to it
+                self.proxy.per_sample_loss(params, part).double().sum()
+                for part in self.chunks(self.max_sequences)
             )
         return float(total) / self.n
+
+    def gradient(self, params: Params) -> tuple[Params, float]:
+        """g_A, the gradient of L_A at `params`, and L_A there."""
+        total: Params = {n: torch.zeros_like(p) for n, p in params.items()}
+        loss = 0.0
+        for part in self.chunks(self.max_sequences):
+            g, value = grad_and_value(self.summed)(params, part)
+            for n in total:
+                total[n] += g[n]
+            loss += float(value)
+        return {n: g / self.n for n, g in total.items()}, loss / self.n
 
     def at_stack(self, stacked: Params, n_sets: int) -> Tensor:
         """L_A at each of `n_sets` parameter sets stacked along dim 0: shape (n_sets,).
@@ -81,12 +83,31 @@ class AnchorLoss:
     def _at_stack_vmap(self, stacked: Params, n_sets: int) -> Tensor:
         # one vmapped call evaluates n_sets x chunk sequences; bound that product
         chunk = max(1, self.max_sequences // max(1, n_sets))
-
-        def summed(params: Params, tensors: dict[str, Tensor]) -> Tensor:
-            return self.proxy.per_sample_loss(params, tensors).sum()
-
         total = torch.zeros(n_sets, dtype=torch.float64, device=self.proxy.device)
-        for s in range(0, self.n, chunk):
-            part = self.anchors.select(slice(s, s + chunk)).tensors
-            total += vmap(summed, in_dims=(0, None))(stacked, part).double()
+        for part in self.chunks(chunk):
+            total += vmap(self.summed, in_dims=(0, None))(stacked, part).double()
         return total / self.n
+
+
+@dataclass(frozen=True)
+class SharedStepExpansion:
+    """Where the fast estimators expand the anchor loss: at θ + c, with c the part of the
+    update every candidate shares (0 for SGD; Adam's warm momentum, often most of the
+    step), so that only each candidate's own part of the update is approximated."""
+
+    shared: Params  # c
+    center: Params  # θ + c
+    base_loss: float  # L_A(θ)
+    offset: float  # L_A(θ) - L_A(θ + c), computed exactly
+    anchor_grad: Params  # g_A at θ + c
+
+
+def expand_at_shared_step(
+    proxy: Proxy, anchors: Batch, params: Params, step_rule: StepRule
+) -> SharedStepExpansion:
+    anchor_loss = AnchorLoss(proxy, anchors)
+    shared = shared_step(step_rule, params)
+    center = {n: p + shared[n] for n, p in params.items()}
+    base_loss = anchor_loss.at(params)
+    anchor_grad, center_loss = anchor_loss.gradient(center)
+    return SharedStepExpansion(shared, center, base_loss, base_loss - center_loss, anchor_grad)

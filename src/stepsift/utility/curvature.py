@@ -32,10 +32,10 @@ import torch
 from torch import Tensor
 
 from stepsift.proxy.base import Batch, Params, Proxy
-from stepsift.utility.anchors import AnchorLoss, anchor_gradient
+from stepsift.utility.anchors import expand_at_shared_step
 from stepsift.utility.base import UtilityResult
 from stepsift.utility.gradients import per_sample_grads
-from stepsift.utility.steps import StepRule, shared_step
+from stepsift.utility.steps import StepRule
 
 DEFAULT_LABEL_DRAWS = 16  # set-up only: more draws, less sketch noise, same cost per candidate
 DEFAULT_MAX_BYTES = 1 << 30  # memory the sketch may take
@@ -154,12 +154,12 @@ class CurvatureUtility:
     ):
         self.proxy, self.step_rule = proxy, step_rule
         self.params = proxy.step_parameters()
-        self.shared = shared_step(step_rule, self.params)
-        center = {n: p + self.shared[n] for n, p in self.params.items()}
-        self.base_anchor_loss = AnchorLoss(proxy, anchors).at(self.params)
-        self.anchor_grad, center_loss = anchor_gradient(proxy, anchors, center)
-        self.offset = self.base_anchor_loss - center_loss
-        self.sketch = GGNSketch(proxy, anchors, center, label_draws, max_bytes, seed, rank=rank)
+        expansion = expand_at_shared_step(proxy, anchors, self.params, step_rule)
+        self.shared, self.anchor_grad = expansion.shared, expansion.anchor_grad
+        self.base_anchor_loss, self.offset = expansion.base_loss, expansion.offset
+        self.sketch = GGNSketch(
+            proxy, anchors, expansion.center, label_draws, max_bytes, seed, rank=rank
+        )
 
     def __call__(self, batch: Batch) -> UtilityResult:
         with torch.no_grad():

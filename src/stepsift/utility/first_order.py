@@ -27,9 +27,9 @@ from torch import Tensor
 from torch.func import jvp
 
 from stepsift.proxy.base import Batch, Params, Proxy
-from stepsift.utility.anchors import AnchorLoss, anchor_gradient
+from stepsift.utility.anchors import expand_at_shared_step
 from stepsift.utility.base import UtilityResult
-from stepsift.utility.steps import AdamStep, SGDStep, StepRule, shared_step
+from stepsift.utility.steps import AdamStep, SGDStep, StepRule
 
 MODES = ("auto", "jvp", "fd")
 # Central differences: the truncation error falls as ε² and the rounding error grows as
@@ -99,12 +99,10 @@ class FirstOrderUtility:
             raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
         self.proxy = proxy
         self.params = proxy.step_parameters()
-        shared = shared_step(step_rule, self.params)
-        center = {n: p + shared[n] for n, p in self.params.items()}
-        self.base_anchor_loss = AnchorLoss(proxy, anchors).at(self.params)
-        grad_a, center_loss = anchor_gradient(proxy, anchors, center)
-        self.offset = self.base_anchor_loss - center_loss  # exact: 0 for SGD
-        self.direction, self.scale = linearise(step_rule, grad_a)
+        expansion = expand_at_shared_step(proxy, anchors, self.params, step_rule)
+        self.base_anchor_loss = expansion.base_loss
+        self.offset = expansion.offset  # exact: 0 for SGD
+        self.direction, self.scale = linearise(step_rule, expansion.anchor_grad)
         self.mode = mode  # "auto" settles on "jvp" or "fd" at the first batch
 
     def directional(self, tensors: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
