@@ -14,6 +14,7 @@ from stepsift.engine.scoring import (
     ScoreSettings,
     score,
 )
+from stepsift.proxy.hf_loading import HF_DTYPES, HFOptions
 from stepsift.proxy.warmup import WarmupSettings
 from stepsift.select.topk import parse_keep, select
 from stepsift.utility.steps import OPTIMIZERS
@@ -29,7 +30,8 @@ def add_score_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--proxy",
         default="builtin",
-        help="'builtin' (tiny VLM, warmed up on the pool) or a folder from --save-proxy",
+        help="'builtin' (tiny VLM, warmed up on the pool), a folder from --save-proxy, or a "
+        "Hugging Face causal LM / image-text-to-text model: a local folder or a hub id",
     )
     p.add_argument(
         "--method",
@@ -65,7 +67,7 @@ def add_score_parser(sub: argparse._SubParsersAction) -> None:
         "--warmup-fraction",
         type=float,
         default=w.fraction,
-        help="fraction of the pool the built-in proxy warms up on (0: no warm-up)",
+        help="fraction of the pool the proxy warms up on (0: no warm-up; a saved proxy never)",
     )
     p.add_argument("--warmup-min-samples", type=int, default=w.min_samples)
     p.add_argument("--warmup-min-steps", type=int, default=w.min_steps)
@@ -90,7 +92,8 @@ def add_score_parser(sub: argparse._SubParsersAction) -> None:
         help="flag a candidate harmful when its utility is below this",
     )
     p.add_argument("--save-proxy", type=Path, default=None, help="save the warmed-up proxy here")
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument("--dtype", choices=tuple(HF_DTYPES), default="float32")
+    add_hf_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument(
         "--overwrite",
@@ -106,9 +109,58 @@ def add_score_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run_score)
 
 
+def add_hf_arguments(p: argparse.ArgumentParser) -> None:
+    h = HFOptions()
+    g = p.add_argument_group("Hugging Face proxies")
+    g.add_argument("--device", default=h.device, help="cpu, cuda, cuda:1, ...")
+    g.add_argument(
+        "--max-length",
+        type=int,
+        default=h.max_length,
+        help="tokens per record; longer ones are cut at the right and counted as truncated",
+    )
+    g.add_argument(
+        "--attn-implementation",
+        default=h.attn_implementation,
+        help="eager (default: forward-mode AD and vmap need it) or sdpa, flash_attention_2",
+    )
+    g.add_argument("--gradient-checkpointing", action="store_true", help="trade compute for memory")
+    g.add_argument("--gguf-file", default=None, help="a GGUF file inside the --proxy folder")
+    g.add_argument(
+        "--lora-rank", type=int, default=h.lora_rank, help="add LoRA adapters of this rank (peft)"
+    )
+    g.add_argument("--lora-alpha", type=float, default=h.lora_alpha)
+    g.add_argument(
+        "--lora-targets",
+        default=",".join(h.lora_targets),
+        help="comma-separated module names the adapters go on",
+    )
+    g.add_argument(
+        "--chat-template",
+        type=Path,
+        default=None,
+        help="a Jinja chat template file to render records with instead of the model's",
+    )
+
+
+def hf_options_from(args: argparse.Namespace) -> HFOptions:
+    return HFOptions(
+        device=args.device,
+        max_length=args.max_length,
+        attn_implementation=args.attn_implementation,
+        gradient_checkpointing=args.gradient_checkpointing,
+        gguf_file=args.gguf_file,
+        lora_rank=args.lora_rank,
+        lora_alpha=args.lora_alpha,
+        lora_targets=[t for t in args.lora_targets.split(",") if t],
+        chat_template=args.chat_template.read_text() if args.chat_template else None,
+    )
+
+
 def run_score(args: argparse.Namespace) -> int:
     settings = ScoreSettings(
         proxy=args.proxy,
+        hf=hf_options_from(args),
         method=args.method,
         params=args.params,
         less_dim=args.less_dim,

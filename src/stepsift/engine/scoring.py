@@ -29,6 +29,8 @@ from stepsift.engine.store import (
 )
 from stepsift.proxy.base import Proxy, select_parameter_names
 from stepsift.proxy.builtin import BuiltinProxy
+from stepsift.proxy.hf_loading import HF_DTYPES, HFOptions
+from stepsift.proxy.loading import is_saved_proxy, load_saved_proxy, open_hf_proxy
 from stepsift.proxy.warmup import WarmupReport, WarmupSettings, warm_up
 from stepsift.utility.less import DEFAULT_DIM as LESS_DIM
 from stepsift.utility.registry import ESTIMATORS, make_estimator
@@ -41,12 +43,14 @@ from stepsift.utility.steps import make_step_rule
 DEFAULT_OPTIMIZER = "adam"
 DEFAULT_SGD_LR = 0.01
 METHODS = tuple(ESTIMATORS)
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
+DTYPES = HF_DTYPES
 
 
 @dataclass
 class ScoreSettings:
-    proxy: str = "builtin"  # "builtin", or a folder written by --save-proxy
+    # "builtin", a folder written by --save-proxy, or a Hugging Face folder or hub id
+    proxy: str = "builtin"
+    hf: HFOptions = field(default_factory=HFOptions)  # for Hugging Face proxies
     # exact stays the default: curvature is ~29x cheaper per candidate but lost 1-4 points
     # of downstream accuracy on the bench (benchmarks/RESULTS.md), so it is opt-in
     method: str = "exact"
@@ -127,18 +131,28 @@ def load_inputs(
 
 
 def get_proxy(settings: ScoreSettings, pool: Sequence[Record]) -> tuple[Proxy, WarmupReport | None]:
-    """A loaded proxy as it is, or a fresh built-in one warmed up on a slice of the pool."""
+    """A saved proxy as it is, or a fresh one (built-in, or a Hugging Face checkpoint)
+    warmed up on a slice of the pool."""
     dtype = DTYPES[settings.dtype]
-    if settings.proxy != "builtin":
-        proxy = BuiltinProxy.load(Path(settings.proxy))
+    if is_saved_proxy(settings.proxy):
+        proxy = load_saved_proxy(Path(settings.proxy))
         proxy.model.to(dtype)
         return proxy, None
-    proxy = BuiltinProxy(seed=settings.seed)
+    if settings.proxy == "builtin":
+        proxy = BuiltinProxy(seed=settings.seed)
+        proxy.model.to(dtype)
+    else:
+        torch.manual_seed(settings.seed)  # LoRA adapters start from it
+        proxy = open_hf_proxy(settings.proxy, hf_options(settings))
     select_parameter_names(proxy.trainable_parameter_names(), settings.params)  # fail early
-    proxy.model.to(dtype)
     warmup_settings = WarmupSettings(**{**asdict(settings.warmup), "seed": settings.seed})
     report = warm_up(proxy, pool, warmup_settings, progress=settings.progress)
     return proxy, report
+
+
+def hf_options(settings: ScoreSettings) -> HFOptions:
+    """The Hugging Face options, with the run's own dtype."""
+    return HFOptions(**{**asdict(settings.hf), "dtype": settings.dtype})
 
 
 def length_sorted(records: Sequence[Record]) -> list[Record]:
@@ -156,7 +170,8 @@ def decisive_settings(settings: ScoreSettings, candidates: Path, anchors: Path) 
         "proxy": settings.proxy,
         "optimizer": settings.optimizer,
         "lr": settings.lr,
-        "warmup": asdict(settings.warmup) if settings.proxy == "builtin" else None,
+        "warmup": None if is_saved_proxy(settings.proxy) else asdict(settings.warmup),
+        "hf": hf_decisive(settings),
         "batch_size": settings.batch_size,
         "seed": settings.seed,
         "dtype": settings.dtype,
@@ -168,10 +183,20 @@ def decisive_settings(settings: ScoreSettings, candidates: Path, anchors: Path) 
     }
 
 
+def hf_decisive(settings: ScoreSettings) -> dict | None:
+    """The Hugging Face options that change scores (not device or checkpointing)."""
+    if settings.proxy == "builtin" or is_saved_proxy(settings.proxy):
+        return None
+    decisive = asdict(settings.hf)
+    for key in ("device", "gradient_checkpointing", "dtype"):
+        decisive.pop(key)
+    return decisive
+
+
 def input_files(candidates: Path, anchors: Path, settings: ScoreSettings) -> list[Path]:
     """Files whose bytes decide the scores (a loaded proxy's weights included)."""
     files = [Path(candidates), Path(anchors)]
-    if settings.proxy != "builtin":
+    if Path(settings.proxy).is_dir():  # a hub id has no local bytes; its name is recorded
         files += sorted(p for p in Path(settings.proxy).iterdir() if p.is_file())
     return files
 
@@ -182,7 +207,7 @@ def resumable_proxy(
     """The run's proxy, warmed up once: a resumed run loads the one its first part saved,
     so it continues with exactly the same weights."""
     if store.proxy_dir.is_dir():
-        proxy = BuiltinProxy.load(store.proxy_dir)
+        proxy = load_saved_proxy(store.proxy_dir)
         proxy.model.to(DTYPES[settings.dtype])
         return proxy, None
     proxy, report = get_proxy(settings, pool)

@@ -55,6 +55,8 @@ class Proxy(ABC):
     # {"exp_avg": Tensor, "exp_avg_sq": Tensor, "step": int}; empty when there is none.
     # Implementations set it in __init__ (never share a class-level dict).
     adam_state: dict[str, dict[str, Tensor | int]]
+    # whether per-sample gradients may vmap over the batch (else a loop over samples)
+    vmap_over_samples: bool = True
 
     @abstractmethod
     def collate(self, records: Sequence[Record]) -> Batch:

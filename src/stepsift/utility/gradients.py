@@ -1,9 +1,11 @@
-"""Per-sample gradients of the candidates' own losses, vectorised over the batch."""
+"""Per-sample gradients of the candidates' own losses, vectorised over the batch where
+the proxy allows it."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+import torch
 from torch import Tensor
 from torch.func import grad_and_value, vmap
 
@@ -23,4 +25,11 @@ def per_sample_grads(
     def loss_one(p: Params, one: Mapping[str, Tensor]) -> Tensor:
         return proxy.per_sample_loss(p, single(one))[0]
 
-    return vmap(grad_and_value(loss_one), in_dims=(None, 0))(params, dict(tensors))
+    if proxy.vmap_over_samples:
+        return vmap(grad_and_value(loss_one), in_dims=(None, 0))(params, dict(tensors))
+    n = next(iter(tensors.values())).shape[0]
+    each = [
+        grad_and_value(loss_one)(params, {k: v[i] for k, v in tensors.items()}) for i in range(n)
+    ]
+    grads = {name: torch.stack([g[name] for g, _ in each]) for name in params}
+    return grads, torch.stack([value for _, value in each])

