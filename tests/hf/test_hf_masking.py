@@ -27,7 +27,7 @@ def conversations(images):
         ),
         make_record(  # the first reply marked unsupervised (ms-swift's "loss": false)
             "partial",
-            [("user", "Hi"), ("assistant", "Hello there"), ("user", "Sum 3, 4"), ("assistant", "7")],
+            [("user", "Hi"), ("assistant", "Hi there"), ("user", "Sum 3, 4"), ("assistant", "7")],
             unsupervised=(1,),
         ),
         make_record(
@@ -38,8 +38,12 @@ def conversations(images):
             [
                 make_record(
                     "two-images",
-                    [("user", "Which is red?"), ("assistant", "The first."),
-                     ("user", "And blue?"), ("assistant", "The second one.")],
+                    [
+                        ("user", "Which is red?"),
+                        ("assistant", "The first."),
+                        ("user", "And blue?"),
+                        ("assistant", "The second one."),
+                    ],
                     tuple(images),
                 )  # fmt: skip
             ]
@@ -78,7 +82,7 @@ def test_prompt_text_is_never_supervised(hf_models):
     batch = proxy.collate([record])
     ids = batch.tensors["labels"][0].tolist()
     mask = batch.tensors["loss_mask"][0].tolist()
-    text_unsupervised = proxy.tokenizer.decode([t for t, m in zip(ids, mask) if not m])
+    text_unsupervised = proxy.tokenizer.decode([t for t, m in zip(ids, mask, strict=True) if not m])
     assert "repeat: banana" in text_unsupervised and "<|im_start|>assistant\n" in (
         text_unsupervised
     )

@@ -36,6 +36,7 @@ from stepsift.proxy.chat import (
 from stepsift.proxy.hf_loading import (
     HFOptions,
     add_lora,
+    arm_checkpointing,
     load_model,
     load_processor,
 )
@@ -201,6 +202,8 @@ class HFProxy(Proxy):
 
     # -- losses ----------------------------------------------------------------
     def _call(self, params: Mapping[str, Tensor], tensors: Mapping[str, Tensor], hidden: bool):
+        if self.options.gradient_checkpointing:
+            arm_checkpointing(self.model)  # again: a warm-up's eval() clears it
         prefixed = {"m." + name: p for name, p in params.items()}
         return functional_call(self._head, prefixed, (self.model_inputs(tensors), hidden))
 

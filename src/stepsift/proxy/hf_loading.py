@@ -72,10 +72,28 @@ def load_model(source: str, options: HFOptions) -> tuple[nn.Module, bool]:
     model = auto.from_pretrained(source, **kwargs)
     if options.gradient_checkpointing:
         # non-reentrant checkpointing is the variant torch.func's transforms accept
-        model.gradient_checkpointing_enable({"use_reentrant": False})
+        enable = getattr(model, "activation_checkpointing_enable", None)
+        if enable is not None:  # transformers >= 5.x; the older name is deprecated
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable({"use_reentrant": False})
+        # enabling also hooks the input embeddings to require grad (for reentrant
+        # checkpointing under adapters), which torch.func's transforms refuse
+        model.disable_input_require_grads()
     model.to(options.device)
     model.eval()  # dropout off: a simulated step must be deterministic
     return model, multimodal
+
+
+def arm_checkpointing(model: nn.Module) -> None:
+    """transformers checkpoints a layer only in training mode; a proxy runs in eval mode
+    (no dropout). Mark just the checkpointing layers themselves as training, not their
+    submodules, so checkpointing engages and dropout stays off."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    for module in model.modules():
+        if isinstance(module, GradientCheckpointingLayer) and module.gradient_checkpointing:
+            module.training = True
 
 
 def add_lora(model: nn.Module, options: HFOptions) -> nn.Module:

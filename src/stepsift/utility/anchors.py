@@ -12,9 +12,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torch.func import grad_and_value, vmap
+from torch.func import vmap
 
 from stepsift.proxy.base import Batch, Params, Proxy
+from stepsift.utility.gradients import autograd_grad_and_value
 from stepsift.utility.steps import StepRule, shared_step
 
 # How the anchors are evaluated at a stack of parameter sets (see AnchorLoss.at_stack).
@@ -57,7 +58,7 @@ class AnchorLoss:
         total: Params = {n: torch.zeros_like(p) for n, p in params.items()}
         loss = 0.0
         for part in self.chunks(self.max_sequences):
-            g, value = grad_and_value(self.summed)(params, part)
+            g, value = autograd_grad_and_value(self.summed, params, part)
             for n in total:
                 total[n] += g[n]
             loss += float(value)

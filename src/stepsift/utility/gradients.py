@@ -3,7 +3,7 @@ the proxy allows it."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import Tensor
@@ -29,7 +29,20 @@ def per_sample_grads(
         return vmap(grad_and_value(loss_one), in_dims=(None, 0))(params, dict(tensors))
     n = next(iter(tensors.values())).shape[0]
     each = [
-        grad_and_value(loss_one)(params, {k: v[i] for k, v in tensors.items()}) for i in range(n)
+        autograd_grad_and_value(loss_one, params, {k: v[i] for k, v in tensors.items()})
+        for i in range(n)
     ]
     grads = {name: torch.stack([g[name] for g, _ in each]) for name in params}
     return grads, torch.stack([value for _, value in each])
+
+
+def autograd_grad_and_value(
+    fn: Callable[..., Tensor], params: Params, *args: object
+) -> tuple[Params, Tensor]:
+    """`torch.func.grad_and_value(fn)(params, *args)` by plain autograd, which, unlike
+    torch.func, works through activation checkpointing (saved-tensor hooks)."""
+    leaves = {n: p.detach().requires_grad_(True) for n, p in params.items()}
+    with torch.enable_grad():
+        value = fn(leaves, *args)
+        grads = torch.autograd.grad(value, list(leaves.values()))
+    return dict(zip(leaves, grads, strict=True)), value.detach()

@@ -1,0 +1,99 @@
+"""The exact utility through the Hugging Face proxy equals an independent computation
+written directly with transformers: its own chat rendering and processor call, its own
+assistant-span labels, a real torch.optim.SGD step on a copy of the model, and anchor
+losses one record at a time (float64)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import math_records
+from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
+
+from stepsift.data.images import load_image
+from stepsift.proxy.hf import HFProxy
+from stepsift.proxy.hf_loading import HFOptions
+from stepsift.utility.exact import ExactUtility
+from stepsift.utility.steps import SGDStep
+
+ETA = 0.5  # large enough that the step changes the anchor loss well above rounding
+
+
+def reference_inputs(folder, record, processor, multimodal):
+    """Tensors and labels for one record, as a user of transformers would build them."""
+    tokenizer = getattr(processor, "tokenizer", processor)
+    messages = []
+    for k, turn in enumerate(record.turns):
+        if multimodal:
+            content = [{"type": "image"} for _ in record.images] if k == 0 else []
+            content.append({"type": "text", "text": turn.text})
+        else:
+            content = turn.text
+        messages.append({"role": turn.role, "content": content})
+    text = processor.apply_chat_template(messages, tokenize=False)
+    if multimodal:
+        images = [load_image(p) for p in record.images] or None
+        inputs = dict(processor(text=[text], images=images, return_tensors="pt"))
+    else:
+        inputs = dict(tokenizer([text], return_tensors="pt", add_special_tokens=False))
+    ids = inputs["input_ids"][0].tolist()
+    # supervised: after each "<|im_start|>assistant\n" through "<|im_end|>\n"
+    header = tokenizer("<|im_start|>assistant\n", add_special_tokens=False)["input_ids"]
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    labels = [-100] * len(ids)
+    i = 0
+    while i < len(ids):
+        if ids[i : i + len(header)] == header:
+            j = i + len(header)
+            while ids[j] != im_end:
+                labels[j] = ids[j]
+                j += 1
+            labels[j], labels[j + 1] = ids[j], ids[j + 1]  # <|im_end|> and its newline
+            i = j
+        i += 1
+    return inputs, torch.tensor([labels])
+
+
+def reference_loss(model, inputs, labels):
+    logits = model(**inputs, use_cache=False).logits[0, :-1]
+    target = labels[0, 1:]
+    keep = target != -100
+    return F.cross_entropy(logits[keep], target[keep])
+
+
+@pytest.mark.parametrize("family", ["qwen2", "qwen2_5_vl"])
+def test_exact_utility_matches_an_independent_transformers_computation(family, hf_models, images):
+    folder = str(hf_models[family])
+    multimodal = family != "qwen2"
+    auto = AutoModelForImageTextToText if multimodal else AutoModelForCausalLM
+    model = auto.from_pretrained(folder, dtype=torch.float64, attn_implementation="eager")
+    model.eval()
+    proxy = HFProxy(folder, HFOptions(dtype="float64"))
+    processor = proxy.processor if multimodal else AutoTokenizer.from_pretrained(folder)
+    pics = images if multimodal else None
+    candidates = math_records(4, pics)
+    anchors = math_records(5, pics, start=100)
+
+    anchor_inputs = [reference_inputs(folder, r, processor, multimodal) for r in anchors]
+
+    def anchor_loss(m):
+        with torch.no_grad():
+            return sum(reference_loss(m, x, y).item() for x, y in anchor_inputs) / len(anchors)
+
+    before = anchor_loss(model)
+    expected = []
+    for record in candidates:
+        stepped = copy.deepcopy(model)
+        opt = torch.optim.SGD(stepped.parameters(), lr=ETA)
+        reference_loss(stepped, *reference_inputs(folder, record, processor, multimodal)).backward()
+        opt.step()
+        expected.append(before - anchor_loss(stepped))
+
+    estimator = ExactUtility(proxy, proxy.collate(anchors), SGDStep(ETA))
+    assert estimator.base_anchor_loss == pytest.approx(before, rel=1e-10)
+    got = estimator(proxy.collate(candidates)).utility.tolist()
+    assert min(abs(u) for u in expected) > 1e-6  # the step really moves the anchors
+    assert got == pytest.approx(expected, rel=1e-5)
