@@ -44,6 +44,11 @@ from stepsift.utility.first_order import FirstOrderUtility
 from stepsift.utility.less import LessScore
 from stepsift.utility.steps import SGDStep, StepRule, make_step_rule
 
+try:
+    from peers import PEER_NAMES, available_peers  # run as a script: its folder is on sys.path
+except ImportError:  # imported as a module from the repository root
+    from benchmarks.peers import PEER_NAMES, available_peers
+
 ETAS = (1e-3, 1e-2, 1e-1)
 # each estimator with its defaults (as `--method` gives it), plus cheaper settings
 VARIANTS: dict[str, Callable[[Proxy, Batch, StepRule], UtilityEstimator]] = {
@@ -55,6 +60,9 @@ VARIANTS: dict[str, Callable[[Proxy, Batch, StepRule], UtilityEstimator]] = {
     "less": LessScore,
     "less d=1024": partial(LessScore, dim=1024),
 }
+# peer libraries' scores (benchmarks/peers.py), where the library is installed
+PEERS = available_peers()
+VARIANTS.update(PEERS)
 
 
 def top_overlap(reference: np.ndarray, estimate: np.ndarray, fraction: float = 0.2) -> float:
@@ -172,6 +180,9 @@ def main() -> None:
         probe(name, timed, batches, device)
         return
     print(f"proxy: {n_params:,} parameters; {len(sample)} candidates; {len(anchors)} anchors")
+    for name in PEER_NAMES:
+        if name not in PEERS:
+            print(f"{name}: skipped, its library is not installed (pip install stepsift[peers])")
     probe_argv = [
         f"--pool={args.pool}", f"--candidates={args.candidates}",
         f"--batch-size={args.batch_size}", f"--device={args.device}", f"--out={args.out}",
