@@ -51,7 +51,7 @@ class ScoreSettings:
     # "builtin", a folder written by --save-proxy, or a Hugging Face folder or hub id
     proxy: str = "builtin"
     hf: HFOptions = field(default_factory=HFOptions)  # for Hugging Face proxies
-    # exact stays the default: curvature is ~29x cheaper per candidate but lost 1-4 points
+    # exact stays the default: curvature is ~30x cheaper per candidate but lost 1-4 points
     # of downstream accuracy on the bench (benchmarks/RESULTS.md), so it is opt-in
     method: str = "exact"
     params: str = "all"  # which parameters the simulated step moves: all | lora | REGEX
