@@ -6,8 +6,6 @@ configuration and the tests share them; bad-input tests fail before any model wo
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import shutil
 import subprocess
@@ -19,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from cli_helpers import Run, run_cli
 
 from stepsift.bench.generate import BenchmarkPaths, write_benchmark
 from stepsift.cli import main
@@ -33,21 +32,6 @@ FAST = [
     "8",
     "--quiet",
 ]
-
-
-@dataclass
-class Run:
-    rc: int
-    out: str
-    err: str
-
-
-def run_cli(*argv: str | Path) -> Run:
-    """`stepsift ARGV` in-process, capturing what it prints."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = main([str(a) for a in argv])
-    return Run(rc, out.getvalue(), err.getvalue())
 
 
 def scores_by_id(path: Path) -> dict[str, float]:

@@ -212,22 +212,46 @@ def add_select_parser(sub: argparse._SubParsersAction) -> None:
         default="input",
         help="write kept records in the input's order or best first",
     )
+    p.add_argument(
+        "--llamafactory-info",
+        metavar="NAME",
+        default=None,
+        help="also register the output for LLaMA-Factory: add or replace the entry NAME in "
+        "dataset_info.json in the output's folder (other entries are kept), with formatting, "
+        "columns and tags read from the selected records; train with `dataset: NAME` and "
+        "`dataset_dir:` that folder. The output must be *.jsonl or *.json. Image paths are "
+        "kept as written: LLaMA-Factory resolves relative ones against its media_dir "
+        "(default: the dataset folder), so a warning says when that is not where stepsift "
+        "found them. If LLaMA-Factory could not read the selection as one dataset (mixed "
+        "formats, content parts, turns not in user/assistant pairs, images without <image> "
+        "placeholders) or dataset_info.json is not valid JSON, nothing is written (exit 2)",
+    )
     p.set_defaults(run=run_select)
 
 
 def run_select(args: argparse.Namespace) -> int:
-    selection = select(
-        args.candidates,
-        args.scores,
-        parse_keep(args.keep),
-        args.out,
+    options = dict(
         drop_harmful=args.drop_harmful,
         skip_invalid=args.skip_invalid,
         order=args.order,
         image_root=args.image_root,
     )
+    keep = parse_keep(args.keep)
+    info = None
+    if args.llamafactory_info is None:
+        selection = select(args.candidates, args.scores, keep, args.out, **options)
+    else:
+        from stepsift.select.llamafactory import select_with_dataset_info
+
+        selection, info = select_with_dataset_info(
+            args.candidates, args.scores, keep, args.out, args.llamafactory_info, **options
+        )
     print("\n".join(selection.lines()))
     print(f"wrote {args.out}")
+    if info is not None:
+        for warning in info.warnings:
+            print(f"stepsift select: warning: {warning}", file=sys.stderr)
+        print(info.line())
     return 0
 
 

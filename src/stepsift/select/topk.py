@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from stepsift.data import read_records, write_records
+from stepsift.data import Record, read_records, write_records
 from stepsift.engine.store import read_scores
 
 
@@ -116,6 +116,43 @@ def choose(
     )
 
 
+@dataclass
+class Plan:
+    """A selection decided but not yet written: the records to write, in order."""
+
+    selection: Selection
+    records: list[Record]
+    container: str  # the input's container, "jsonl" or "json"
+
+
+def plan_selection(
+    candidates: Path,
+    scores: Path,
+    keep: Keep | str,
+    drop_harmful: bool = False,
+    skip_invalid: bool = False,
+    order: str = "input",
+    image_root: Path | None = None,
+) -> Plan:
+    """Everything `select` does except writing: read, validate, choose, order."""
+    keep = parse_keep(keep) if isinstance(keep, str) else keep
+    if order not in ("input", "utility"):
+        raise ValueError(f"unknown order {order!r}; choose 'input' or 'utility'")
+    read = read_records(Path(candidates), image_root)
+    if not skip_invalid:
+        read.raise_for_problems()
+    ids, utility, harmful = score_columns(read_scores(Path(scores)))
+    check_ids_match(ids, [r.id for r in read.records], candidates, scores)
+    selection = choose(ids, utility, harmful, keep, drop_harmful)
+    by_id = {r.id: r for r in read.records}
+    if order == "utility":
+        chosen = [by_id[i] for i in selection.kept_ids]
+    else:
+        kept = set(selection.kept_ids)
+        chosen = [r for r in read.records if r.id in kept]
+    return Plan(selection, chosen, read.container)
+
+
 def select(
     candidates: Path,
     scores: Path,
@@ -132,23 +169,9 @@ def select(
     as `score` validated them (images included, resolved against `image_root`), so that with
     `skip_invalid` the same records are left out.
     """
-    keep = parse_keep(keep) if isinstance(keep, str) else keep
-    read = read_records(Path(candidates), image_root)
-    if not skip_invalid:
-        read.raise_for_problems()
-    ids, utility, harmful = score_columns(read_scores(Path(scores)))
-    check_ids_match(ids, [r.id for r in read.records], candidates, scores)
-    selection = choose(ids, utility, harmful, keep, drop_harmful)
-    by_id = {r.id: r for r in read.records}
-    if order == "utility":
-        chosen = [by_id[i] for i in selection.kept_ids]
-    elif order == "input":
-        kept = set(selection.kept_ids)
-        chosen = [r for r in read.records if r.id in kept]
-    else:
-        raise ValueError(f"unknown order {order!r}; choose 'input' or 'utility'")
-    write_records(chosen, Path(out), container=read.container)
-    return selection
+    plan = plan_selection(candidates, scores, keep, drop_harmful, skip_invalid, order, image_root)
+    write_records(plan.records, Path(out), container=plan.container)
+    return plan.selection
 
 
 def check_ids_match(
