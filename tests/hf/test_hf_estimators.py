@@ -78,3 +78,14 @@ def test_gradient_checkpointing_gives_the_same_utility(hf_models, monkeypatch):
         results.append(est(proxy.collate(records)).utility)
         assert bool(calls) == checkpointing  # layers really were recomputed, or not
     assert torch.allclose(results[0], results[1], rtol=1e-9, atol=0)
+
+
+def test_bfloat16_ranks_like_float32(hf_models):
+    """A bf16 proxy's step is rounded into bf16 weights; at a realistic step it must still
+    rank candidates as float32 does."""
+    scores = []
+    for dtype in ("float32", "bfloat16"):
+        proxy = HFProxy(str(hf_models["qwen2"]), HFOptions(dtype=dtype))
+        est = ExactUtility(proxy, proxy.collate(math_records(6, start=50)), SGDStep(0.1))
+        scores.append(est(proxy.collate(math_records(16))).utility.double().numpy())
+    assert spearmanr(*scores).statistic > 0.95
