@@ -17,7 +17,7 @@ import tiny_models  # noqa: E402
 
 from stepsift.data.record import Record, Source, Turn  # noqa: E402
 
-FAMILIES = ("qwen2", "qwen2_vl", "qwen2_5_vl")
+FAMILIES = ("qwen2", "qwen2_vl", "qwen2_5_vl", "llava")
 
 
 @pytest.fixture(scope="session")
@@ -29,6 +29,7 @@ def hf_models(tmp_path_factory) -> dict[str, Path]:
         "qwen2": tiny_models.build_qwen2(root / "qwen2", text_tok),
         "qwen2_vl": tiny_models.build_qwen_vl(root / "qwen2_vl", vl_tok, "qwen2_vl"),
         "qwen2_5_vl": tiny_models.build_qwen_vl(root / "qwen2_5_vl", vl_tok, "qwen2_5_vl"),
+        "llava": tiny_models.build_llava(root / "llava"),
     }
 
 

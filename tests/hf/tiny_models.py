@@ -136,3 +136,58 @@ def build_qwen_vl(folder: Path, tokenizer, family: str) -> Path:
     ImageOnly(image_processor, tokenizer, chat_template=QWEN2_VL_TEMPLATE).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+# llava-hf's LLaVA-1.5 template: images first, then text; "ASSISTANT:" opens a reply
+LLAVA_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] != 'system' %}"
+    "{{ message['role'].upper() + ': '}}{% endif %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}"
+    "{{ '<image>\n' }}{% endfor %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
+    "{{ content['text'] + ' '}}{% endfor %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
+)
+
+
+def build_llava(folder: Path) -> Path:
+    """A tiny LLaVA (CLIP vision tower, Qwen2 text model) with its processor; the Qwen
+    vocabulary plus LLaVA's `<image>` token."""
+    from transformers import (
+        CLIPImageProcessorPil,
+        CLIPVisionConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+        Qwen2Config,
+    )
+
+    tokenizer = qwen2_tokenizer(LLAVA_TEMPLATE)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    vision = CLIPVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+        image_size=28, patch_size=14,
+    )  # fmt: skip
+    config = LlavaConfig(
+        vision_config=vision,
+        text_config=Qwen2Config(vocab_size=len(tokenizer), **TEXT),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        vision_feature_layer=-1,
+        image_seq_length=4,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(0)
+    LlavaForConditionalGeneration(config).save_pretrained(folder)
+    image_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28}
+    )
+    LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        chat_template=LLAVA_TEMPLATE,
+        patch_size=14,
+        vision_feature_select_strategy="default",
+        image_token="<image>",
+        num_additional_image_tokens=1,
+    ).save_pretrained(folder)
+    return folder

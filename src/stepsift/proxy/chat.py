@@ -89,8 +89,19 @@ def render(
 def supervised_token_mask(
     offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]]
 ) -> list[bool]:
-    """Which tokens (given their character offsets) start inside a supervised span."""
-    return [any(lo <= start < hi for lo, hi in spans) for start, _ in offsets]
+    """Which tokens (given their character offsets) lie mostly inside a supervised span.
+
+    The text is tokenised whole, so a token can straddle a span's edge (a reply's trailing
+    space merged into the next turn's " USER"); it counts where most of its characters are.
+    """
+
+    def inside(start: int, end: int) -> bool:
+        if end <= start:  # an empty token: where it starts
+            return any(lo <= start < hi for lo, hi in spans)
+        overlap = sum(max(0, min(end, hi) - max(start, lo)) for lo, hi in spans)
+        return 2 * overlap > end - start
+
+    return [inside(start, end) for start, end in offsets]
 
 
 def expand_image_tokens(
