@@ -14,6 +14,7 @@ from stepsift.engine.scoring import (
     ScoreSettings,
     score,
 )
+from stepsift.engine.shards import Shard, merge
 from stepsift.proxy.hf_loading import HF_DTYPES, HFOptions
 from stepsift.proxy.warmup import WarmupSettings
 from stepsift.select.topk import parse_keep, select
@@ -93,6 +94,14 @@ def add_score_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--save-proxy", type=Path, default=None, help="save the warmed-up proxy here")
     p.add_argument("--dtype", choices=tuple(HF_DTYPES), default="float32")
+    p.add_argument(
+        "--shard",
+        type=Shard.parse,
+        default=None,
+        metavar="I/N",
+        help="score only shard I (0-based) of N into OUT.shard-I-of-N.parquet, for N processes "
+        "a scheduler starts; then `stepsift merge OUT`",
+    )
     add_hf_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument(
@@ -182,6 +191,7 @@ def run_score(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         overwrite=args.overwrite,
         flush_seconds=args.flush_seconds,
+        shard=args.shard,
     )
     summary = score(args.candidates, args.anchors, args.out, settings)
     print("\n".join(summary.lines()))
@@ -252,6 +262,18 @@ def run_select(args: argparse.Namespace) -> int:
         for warning in info.warnings:
             print(f"stepsift select: warning: {warning}", file=sys.stderr)
         print(info.line())
+    return 0
+
+
+def add_merge_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("merge", help="combine the shard files of a `score --shard` run")
+    p.add_argument("out", type=Path, help="the --out every shard was given")
+    p.set_defaults(run=run_merge)
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    rows, shards = merge(args.out)
+    print(f"merged {shards} shards: {rows} candidates, each once -> {args.out}")
     return 0
 
 
@@ -379,6 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     add_score_parser(sub)
     add_select_parser(sub)
+    add_merge_parser(sub)
     add_demo_parser(sub)
     add_bench_parser(sub)
     return parser

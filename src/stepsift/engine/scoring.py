@@ -20,6 +20,7 @@ import torch
 from tqdm import tqdm
 
 from stepsift.data import DataValidationError, Problem, Record, read_records, write_rejected
+from stepsift.engine.shards import Shard, publish_or_adopt, shared_proxy_dir
 from stepsift.engine.store import (
     PartStore,
     ScoreRows,
@@ -44,6 +45,7 @@ DEFAULT_OPTIMIZER = "adam"
 DEFAULT_SGD_LR = 0.01
 METHODS = tuple(ESTIMATORS)
 DTYPES = HF_DTYPES
+RUN_FILE = "run.txt"  # in a saved run proxy: the fingerprint of the run it belongs to
 
 
 @dataclass
@@ -69,6 +71,7 @@ class ScoreSettings:
     progress: bool = True
     overwrite: bool = False  # replace a finished or unfinished run made with other settings
     flush_seconds: float = 30.0  # at most this much scoring is redone after a crash
+    shard: Shard | None = None  # score only this shard's batches (see engine/shards.py)
 
 
 @dataclass
@@ -202,19 +205,44 @@ def input_files(candidates: Path, anchors: Path, settings: ScoreSettings) -> lis
 
 
 def resumable_proxy(
-    settings: ScoreSettings, pool: Sequence[Record], store: PartStore
+    settings: ScoreSettings,
+    pool: Sequence[Record],
+    store: PartStore,
+    shared: Path | None,
+    run_id: str,
 ) -> tuple[Proxy, WarmupReport | None]:
     """The run's proxy, warmed up once: a resumed run loads the one its first part saved,
-    so it continues with exactly the same weights."""
-    if store.proxy_dir.is_dir():
-        proxy = load_saved_proxy(store.proxy_dir)
+    so it continues with exactly the same weights. Shards of one run share `shared`: the
+    first to finish its warm-up publishes it, and all score with the published one. A
+    shared proxy records the run it belongs to; another run's is refused (or replaced
+    with --overwrite)."""
+    home = shared or store.proxy_dir
+
+    def load(folder: Path) -> Proxy:
+        owner = folder / RUN_FILE
+        if shared is not None and owner.read_text().strip() != run_id:
+            if not settings.overwrite:
+                raise ValueError(
+                    f"{folder}: the shared proxy of a run with other inputs or settings is "
+                    "here; remove it, or pass --overwrite to replace it"
+                )
+            shutil.rmtree(folder)
+            return None
+        proxy = load_saved_proxy(folder)
         proxy.model.to(DTYPES[settings.dtype])
+        return proxy
+
+    if home.is_dir() and (proxy := load(home)) is not None:
         return proxy, None
     proxy, report = get_proxy(settings, pool)
-    staging = store.dir / "proxy.tmp"
+    staging = home.with_name(f"{home.name}.tmp-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     proxy.save(staging)
-    os.replace(staging, store.proxy_dir)  # atomic: a proxy folder is whole or absent
+    (staging / RUN_FILE).write_text(run_id + "\n")
+    if shared is not None:
+        proxy, published = publish_or_adopt(staging, shared, load)
+        return proxy, report if published else None
+    os.replace(staging, home)  # atomic: a proxy folder is whole or absent
     return proxy, report
 
 
@@ -233,22 +261,27 @@ def score(candidates: Path, anchors: Path, out: Path, settings: ScoreSettings) -
         candidates, anchors, settings.image_root, settings.skip_invalid
     )
     decisive = decisive_settings(settings, candidates, anchors)
-    run_id = fingerprint(input_files(candidates, anchors, settings), decisive)
-    if out.exists() and not settings.overwrite:
-        recorded = read_settings(out)
-        if recorded.get("fingerprint") != run_id:
+    files = input_files(candidates, anchors, settings)
+    run_id = fingerprint(files, decisive)  # the same for every shard of one run
+    shard = settings.shard
+    final = shard.output(out) if shard else out
+    parts_id = fingerprint(files, {**decisive, "shard": str(shard)}) if shard else run_id
+    if final.exists() and not settings.overwrite:
+        recorded = read_settings(final)
+        if recorded.get("fingerprint") != parts_id:
             raise ValueError(
-                f"{out} exists and was made from other inputs or settings; pass --overwrite"
+                f"{final} exists and was made from other inputs or settings; pass --overwrite"
             )
-        return finished_summary(out, recorded, problems, start)  # nothing left to do
-    store = PartStore(out)
-    store.open(run_id, settings.overwrite)
+        return finished_summary(final, recorded, problems, start)  # nothing left to do
+    store = PartStore(final)
+    store.open(parts_id, settings.overwrite)
     rejected_path = None
     if problems:
-        rejected_path = rejected_path_for(out)
+        rejected_path = rejected_path_for(final)
         write_rejected(problems, rejected_path)
 
-    proxy, warmup_report = resumable_proxy(settings, pool, store)
+    shared = shared_proxy_dir(out) if shard else None
+    proxy, warmup_report = resumable_proxy(settings, pool, store, shared, run_id)
     if settings.save_proxy is not None:
         proxy.save(settings.save_proxy)
     proxy.restrict_step(settings.params)
@@ -263,6 +296,8 @@ def score(candidates: Path, anchors: Path, out: Path, settings: ScoreSettings) -
     batches = [
         ordered[s : s + settings.batch_size] for s in range(0, len(ordered), settings.batch_size)
     ]
+    if shard:
+        batches = shard.take(batches)
     todo = [[r for r in b if r.id not in done] for b in batches]
     bar = tqdm(
         total=len(ordered),
@@ -298,15 +333,19 @@ def score(candidates: Path, anchors: Path, out: Path, settings: ScoreSettings) -
 
     recorded = {
         **decisive,
-        "fingerprint": run_id,
+        "fingerprint": parts_id,
+        "run_fingerprint": run_id,
+        "pool_candidates": len(ordered),
         "n_anchors": len(anchor_records),
         "base_anchor_loss": estimator.base_anchor_loss,
         **step_rule.describe(),
         **estimator.describe(),
     }
+    if shard:
+        recorded |= {"shard": str(shard), "shard_candidates": sum(len(b) for b in batches)}
     store.finish(rows, settings.harmful_below, recorded)
     return ScoreSummary(
-        out=out,
+        out=final,
         scored=len(rows),
         resumed=len(done),
         rejected=len({(p.file, p.line) for p in problems}),
