@@ -91,6 +91,29 @@ def type_name(value: Any) -> str:
     return "array" if isinstance(value, list) else "object"
 
 
+def short_repr(value: str, limit: int = 80) -> str:
+    """`repr` of a string from the data, cut to `limit` characters (values can be huge)."""
+    if len(value) <= limit:
+        return repr(value)
+    return repr(value[:limit]) + f"... ({len(value):,} characters)"
+
+
+def unicode_issue(value: str) -> str | None:
+    """Why a parsed string is not valid Unicode text, or None.
+
+    JSON can write an unpaired surrogate (`"\\ud800"`); Python keeps it, but tokenizers, Arrow
+    and UTF-8 output all fail on it, so it is rejected here, where the field is known.
+    """
+    if value.isascii():
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        code, at = ord(value[e.start]), e.start + 1
+        return f"not valid Unicode text: unpaired surrogate \\u{code:04x} at character {at}"
+    return None
+
+
 def detect_format(obj: dict[str, Any]) -> str | None:
     """Which format a record is in, from its keys; None when none fits."""
     if "conversations" in obj:
@@ -109,7 +132,9 @@ def detect_format(obj: dict[str, Any]) -> str | None:
 
 
 def unknown_format_message(obj: dict[str, Any]) -> str:
-    keys = ", ".join(repr(k) for k in obj) or "none"
+    shown = [short_repr(k, 40) for k in list(obj)[:20]]
+    more = f", ... ({len(obj)} keys)" if len(obj) > 20 else ""
+    keys = ", ".join(shown) + more or "none"
     return f"unknown record format (keys: {keys}); known formats: " + "; ".join(_FORMAT_HINTS)
 
 
@@ -122,6 +147,8 @@ def record_id(obj: dict[str, Any]) -> tuple[str | None, Issue | None]:
         return None, Issue("id", f"expected a string or integer id, got {type_name(rid)}")
     if rid == "":
         return None, Issue("id", "id is an empty string")
+    if isinstance(rid, str) and (bad := unicode_issue(rid)):
+        return None, Issue("id", bad)
     return str(rid), None
 
 
@@ -184,18 +211,27 @@ def _parse_image_list(obj: dict[str, Any], rec: ParsedRecord) -> str | None:
     return key
 
 
+def image_path_issue(path: str) -> str | None:
+    """Why an image path as written can never name a local file, or None."""
+    if not path.strip():
+        return "empty image path"
+    if re.match(r"(https?|data|s3|gs):", path):
+        return f"only local image files are supported, got {short_repr(path)}"
+    if "\0" in path:
+        return f"image path contains a NUL character: {short_repr(path)}"
+    return unicode_issue(path)
+
+
 def _check_image_ref(ref: ImageRef, rec: ParsedRecord) -> None:
-    if not ref.path.strip():
-        rec.issues.append(Issue(ref.field, "empty image path"))
-    elif re.match(r"(https?|data|s3|gs):", ref.path):
-        msg = f"only local image files are supported, got {ref.path[:80]!r}"
+    msg = image_path_issue(ref.path)
+    if msg:
         rec.issues.append(Issue(ref.field, msg))
 
 
 def _require_str(obj: dict[str, Any], key: str, path: str, rec: ParsedRecord) -> str | None:
     value = obj.get(key)
     if isinstance(value, str):
-        return value
+        return _valid_text(value, path, rec)
     msg = "missing" if key not in obj else f"expected a string, got {type_name(value)}"
     rec.issues.append(Issue(path, msg))
     return None
@@ -203,10 +239,20 @@ def _require_str(obj: dict[str, Any], key: str, path: str, rec: ParsedRecord) ->
 
 def _optional_str(obj: dict[str, Any], key: str, rec: ParsedRecord) -> str | None:
     value = obj.get(key)
-    if value is None or isinstance(value, str):
-        return value
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return _valid_text(value, key, rec)
     rec.issues.append(Issue(key, f"expected a string, got {type_name(value)}"))
     return None
+
+
+def _valid_text(value: str, path: str, rec: ParsedRecord) -> str | None:
+    bad = unicode_issue(value)
+    if bad:
+        rec.issues.append(Issue(path, bad))
+        return None
+    return value
 
 
 def _role(value: Any, path: str, rec: ParsedRecord, allowed: dict[str, str]) -> str | None:
@@ -216,7 +262,7 @@ def _role(value: Any, path: str, rec: ParsedRecord, allowed: dict[str, str]) -> 
         return None
     role = allowed.get(value)
     if role is None:
-        msg = f"unknown role {value!r}; expected one of: {', '.join(allowed)}"
+        msg = f"unknown role {short_repr(value)}; expected one of: {', '.join(allowed)}"
         rec.issues.append(Issue(path, msg))
     return role
 
@@ -364,7 +410,11 @@ def _parse_part(
         msg = f"expected {{'url': path}}, got {type_name(value)}"
         rec.issues.append(Issue(f"{path}.image_url", msg))
         return None
-    msg = f"unsupported content part type {kind!r}; expected 'text', 'image' or 'image_url'"
+    kinds = "'text', 'image' or 'image_url'"
+    if isinstance(kind, str):
+        msg = f"unsupported content part type {short_repr(kind)}; expected {kinds}"
+    else:
+        msg = "missing" if kind is None else f"expected {kinds}, got {type_name(kind)}"
     rec.issues.append(Issue(f"{path}.type", msg))
     return None
 

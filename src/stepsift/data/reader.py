@@ -10,12 +10,21 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .formats import detect_format, parse_record, record_id, type_name, unknown_format_message
+from .formats import (
+    detect_format,
+    image_path_issue,
+    parse_record,
+    record_id,
+    short_repr,
+    type_name,
+    unknown_format_message,
+)
 from .images import check_image
 from .record import Problem, Record, Source
 
@@ -90,14 +99,15 @@ def read_records(
 ) -> ReadResult:
     """Read and validate every record of a JSONL or JSON-array file.
 
-    Relative image paths resolve against `image_root`, else the data file's folder.
+    Relative image paths resolve against `image_root`, else the data file's folder, and must
+    not climb out of it with `..`; absolute paths are taken as given.
     With `check_images`, every image must exist and be decodable by PIL.
     """
     file = Path(path)
     data = file.read_bytes()  # a missing/unreadable file is not a data error: let it raise
     if data.startswith(_BOM):
         data = data[len(_BOM) :]
-    container = "json" if data.lstrip(b" \t\r\n").startswith(b"[") else "jsonl"
+    container = _container(data)
     split = _split_json if container == "json" else _split_jsonl
     entries = split(data, file)
     out = _Collector(max_problems)
@@ -113,7 +123,17 @@ def read_records(
     for entry in entries:
         if out.full:
             return ReadResult(records, out.problems, fmt, container, truncated=True)
-        record = _read_entry(entry, file, fmt, base, check_images, image_errors, first_line, out)
+        record = _read_entry(
+            entry,
+            file,
+            fmt,
+            base,
+            image_root is not None,
+            check_images,
+            image_errors,
+            first_line,
+            out,
+        )
         if record is not None:
             records.append(record)
     return ReadResult(records, out.problems, fmt, container)
@@ -124,6 +144,7 @@ def _read_entry(
     file: Path,
     file_fmt: str,
     base: Path,
+    explicit_root: bool,
     check_images: bool,
     image_errors: dict[Path, str | None],
     first_line: dict[str, int],
@@ -142,7 +163,7 @@ def _read_entry(
 
     if rid is not None:
         if rid in first_line:
-            problem("id", f"duplicate id {rid!r}: first used on line {first_line[rid]}")
+            problem("id", f"duplicate id {short_repr(rid)}: first used on line {first_line[rid]}")
         else:
             first_line[rid] = entry.line
     fmt = detect_format(obj)
@@ -162,7 +183,21 @@ def _read_entry(
     for ref in parsed.images:
         resolved = base / ref.path  # an absolute ref.path replaces base
         images.append(resolved)
-        if check_images and ref.path.strip():
+        if image_path_issue(ref.path):
+            continue  # already an issue (empty, URL, NUL, ...): not a path to look up
+        if _climbs_out(ref.path):
+            # Policy: a relative path must stay inside the image root; `..` is checked on the
+            # path as written, since the data file controls it. Absolute paths are explicit and
+            # allowed, and symlinks under the root are followed: they are the user's own
+            # layout (e.g. LLaVA's playground/data/coco -> /datasets/coco).
+            where = f"the image root {base}" if explicit_root else f"the data file's folder {base}"
+            problem(
+                ref.field,
+                f"relative image path {short_repr(ref.path)} climbs out of {where} with '..'; "
+                "give an image root that contains the images, or an absolute path",
+            )
+            continue
+        if check_images:
             if resolved not in image_errors:
                 image_errors[resolved] = check_image(resolved)
             if image_errors[resolved]:
@@ -190,6 +225,47 @@ def _file_format(entries: list[_Entry]) -> str:
     return counts.most_common(1)[0][0] if counts else "unknown"
 
 
+def _container(data: bytes) -> str:
+    """The container: "json" for a top-level array, else "jsonl". A first line that is a
+    whole array (`[1, 2]`) followed by more lines is JSONL with a bad first record."""
+    stripped = data.lstrip(b" \t\r\n")
+    if not stripped.startswith(b"["):
+        return "jsonl"
+    first, _, rest = stripped.partition(b"\n")
+    if not rest.strip():
+        return "json"
+    try:
+        json.loads(first.decode("utf-8"))
+    except _JSON_ERRORS:  # UnicodeDecodeError is a ValueError
+        return "json"
+    return "jsonl"
+
+
+def _climbs_out(path: str) -> bool:
+    """Whether a relative image path leaves its root through `..` (as written, not on disk)."""
+    if os.path.isabs(path):
+        return False
+    first = os.path.normpath(path).split(os.sep, 1)[0]
+    return first == os.pardir
+
+
+# Python's json raises these besides JSONDecodeError: RecursionError for deep nesting,
+# ValueError for an integer over sys.get_int_max_str_digits() digits.
+_JSON_ERRORS = (ValueError, RecursionError)
+
+
+def _json_error(e: Exception) -> str:
+    """A user-facing message for any exception in `_JSON_ERRORS`."""
+    if isinstance(e, json.JSONDecodeError):
+        return f"not valid JSON: {e.msg} at column {e.colno}"
+    if isinstance(e, RecursionError):
+        return "JSON nested too deeply to read (arrays/objects inside each other)"
+    if "digits" in str(e):  # "Exceeds the limit (4300 digits) for integer string conversion"
+        limit = getattr(sys, "get_int_max_str_digits", lambda: 4300)()  # Python >= 3.10.7
+        return f"a number is too long to read (over {limit} digits)"
+    return f"not valid JSON: {e}"
+
+
 def _not_object(file: Path, line: int, raw: str, obj: Any) -> Problem:
     return Problem(file, line, "", f"expected a JSON object, got {type_name(obj)}", None, raw)
 
@@ -213,12 +289,12 @@ def _split_jsonl(data: bytes, file: Path) -> list[_Entry]:
             continue
         try:
             obj = json.loads(raw)
-        except json.JSONDecodeError as e:
-            if not entries:
+        except _JSON_ERRORS as e:
+            if not entries and isinstance(e, json.JSONDecodeError):
                 whole = _single_object(data)
                 if whole is not None:
                     return [_Entry(line, raw, problem=Problem(file, line, "", whole, None, raw))]
-            msg = f"not valid JSON: {e.msg} at column {e.colno}"
+            msg = _json_error(e)
             entries.append(_Entry(line, raw, problem=Problem(file, line, "", msg, None, raw)))
             continue
         if isinstance(obj, dict):
@@ -232,7 +308,7 @@ def _single_object(data: bytes) -> str | None:
     """Explain a pretty-printed single object, which otherwise reads as many broken lines."""
     try:
         obj = json.loads(data)
-    except ValueError:
+    except _JSON_ERRORS:
         return None
     if not isinstance(obj, dict):
         return None
@@ -250,16 +326,25 @@ def _split_json(data: bytes, file: Path) -> list[_Entry]:
     try:
         json.loads(text)  # validate the whole container first: one syntax error, one problem
     except json.JSONDecodeError as e:
-        msg = f"not valid JSON: {e.msg} at column {e.colno}"
+        msg = _json_error(e)
         raw = text.split("\n")[e.lineno - 1].removesuffix("\r")
         return [_Entry(e.lineno, raw, problem=Problem(file, e.lineno, "", msg, None, raw))]
+    except _JSON_ERRORS as e:  # no position given: name the element it happened in
+        line, raw = _failing_element(text)
+        return [_Entry(line, raw, problem=Problem(file, line, "", _json_error(e), None, raw))]
     decoder = json.JSONDecoder()
     entries: list[_Entry] = []
     pos = _WS.match(text, text.index("[") + 1).end()
+    line, counted = 1, 0  # lines are counted on from the previous element: linear, not O(n^2)
     while text[pos] != "]":
-        obj, end = decoder.raw_decode(text, pos)
+        line += text.count("\n", counted, pos)
+        counted = pos
+        try:
+            obj, end = decoder.raw_decode(text, pos)
+        except _JSON_ERRORS as e:  # json.loads took it whole, so only a stack limit is left
+            raw = text[pos:].split("\n", 1)[0].removesuffix("\r")
+            return [_Entry(line, raw, problem=Problem(file, line, "", _json_error(e), None, raw))]
         raw = text[pos:end]
-        line = text.count("\n", 0, pos) + 1
         if isinstance(obj, dict):
             entries.append(_Entry(line, raw, obj))
         else:
@@ -268,3 +353,20 @@ def _split_json(data: bytes, file: Path) -> list[_Entry]:
         if text[pos] == ",":
             pos = _WS.match(text, pos + 1).end()
     return entries
+
+
+def _failing_element(text: str) -> tuple[int, str]:
+    """Start line and first source line of the array element that json cannot parse."""
+    decoder = json.JSONDecoder()
+    pos = _WS.match(text, text.index("[") + 1).end()
+    while pos < len(text) and text[pos] != "]":
+        try:
+            _, end = decoder.raw_decode(text, pos)
+        except _JSON_ERRORS:
+            break
+        pos = _WS.match(text, end).end()
+        if pos < len(text) and text[pos] == ",":
+            pos = _WS.match(text, pos + 1).end()
+    line = text.count("\n", 0, pos) + 1
+    raw = text[pos:].split("\n", 1)[0].removesuffix("\r")
+    return line, raw
