@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 from stepsift.data import DataValidationError
+from stepsift.engine.scorer import DEFAULT_SGD_LR
 from stepsift.engine.scoring import (
     DEFAULT_OPTIMIZER,
-    DEFAULT_SGD_LR,
     METHODS,
     ScoreSettings,
     score,
@@ -102,6 +102,17 @@ def add_score_parser(sub: argparse._SubParsersAction) -> None:
         help="score only shard I (0-based) of N into OUT.shard-I-of-N.parquet, for N processes "
         "a scheduler starts; then `stepsift merge OUT`",
     )
+    r = p.add_argument_group("distributed scoring (Ray)")
+    r.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default=ScoreSettings.engine,
+        help="score in this process, or as a Ray Data pipeline of --workers actors",
+    )
+    r.add_argument("--ray-address", default=None, help="an existing Ray cluster (default: local)")
+    r.add_argument("--workers", type=int, default=ScoreSettings.workers, help="Ray actors")
+    r.add_argument("--cpus-per-worker", type=float, default=ScoreSettings.cpus_per_worker)
+    r.add_argument("--gpus-per-worker", type=float, default=ScoreSettings.gpus_per_worker)
     add_hf_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument(
@@ -192,6 +203,11 @@ def run_score(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         flush_seconds=args.flush_seconds,
         shard=args.shard,
+        engine=args.engine,
+        ray_address=args.ray_address,
+        workers=args.workers,
+        cpus_per_worker=args.cpus_per_worker,
+        gpus_per_worker=args.gpus_per_worker,
     )
     summary = score(args.candidates, args.anchors, args.out, settings)
     print("\n".join(summary.lines()))

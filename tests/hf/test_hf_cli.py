@@ -10,7 +10,7 @@ import pytest
 
 from stepsift.bench.generate import write_benchmark
 from stepsift.cli import main
-from stepsift.engine import scoring
+from stepsift.engine import scorer
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def test_score_with_a_vlm_proxy_resumes_after_an_interrupt(data, hf_models, tmp_
     assert len(expected) == 12 and all(math.isfinite(u) for u in expected.values())
     assert len(set(expected.values())) > 1
 
-    real = scoring.make_estimator
+    real = scorer.make_estimator
 
     def dies_on_third_batch(*args, **kwargs):
         estimator = real(*args, **kwargs)
@@ -57,9 +57,9 @@ def test_score_with_a_vlm_proxy_resumes_after_an_interrupt(data, hf_models, tmp_
         return call
 
     resumed = tmp_path / "resumed.parquet"
-    monkeypatch.setattr(scoring, "make_estimator", dies_on_third_batch)
+    monkeypatch.setattr(scorer, "make_estimator", dies_on_third_batch)
     assert main(argv(data, resumed, proxy)) == 130  # as Ctrl-C exits
-    monkeypatch.setattr(scoring, "make_estimator", real)
+    monkeypatch.setattr(scorer, "make_estimator", real)
     assert not resumed.exists()
     assert main(argv(data, resumed, proxy)) == 0  # loads the warmed-up proxy it saved
     got = utilities(resumed)

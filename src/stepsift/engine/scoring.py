@@ -20,6 +20,7 @@ import torch
 from tqdm import tqdm
 
 from stepsift.data import DataValidationError, Problem, Record, read_records, write_rejected
+from stepsift.engine.scorer import Scorer
 from stepsift.engine.shards import Shard, publish_or_adopt, shared_proxy_dir
 from stepsift.engine.store import (
     PartStore,
@@ -34,15 +35,12 @@ from stepsift.proxy.hf_loading import HF_DTYPES, HFOptions
 from stepsift.proxy.loading import is_saved_proxy, load_saved_proxy, open_hf_proxy
 from stepsift.proxy.warmup import WarmupReport, WarmupSettings, warm_up
 from stepsift.utility.less import DEFAULT_DIM as LESS_DIM
-from stepsift.utility.registry import ESTIMATORS, make_estimator
-from stepsift.utility.steps import make_step_rule
+from stepsift.utility.registry import ESTIMATORS
 
 # The default step is Adam continuing the warm-up's own state at the warm-up's own lr:
 # the step training would really take next, so it needs no scale picked by hand.
-# SGD has no natural step size; when the user picks SGD without --lr this one is used.
-# (benchmarks/step_size_sweep.py measures both; see benchmarks/RESULTS.md.)
+# (SGD's default lr, DEFAULT_SGD_LR, lives with the Scorer that uses it.)
 DEFAULT_OPTIMIZER = "adam"
-DEFAULT_SGD_LR = 0.01
 METHODS = tuple(ESTIMATORS)
 DTYPES = HF_DTYPES
 RUN_FILE = "run.txt"  # in a saved run proxy: the fingerprint of the run it belongs to
@@ -72,6 +70,11 @@ class ScoreSettings:
     overwrite: bool = False  # replace a finished or unfinished run made with other settings
     flush_seconds: float = 30.0  # at most this much scoring is redone after a crash
     shard: Shard | None = None  # score only this shard's batches (see engine/shards.py)
+    engine: str = "local"  # "local" (this process) or "ray" (see engine/ray_engine.py)
+    ray_address: str | None = None  # an existing Ray cluster; None starts a local one
+    workers: int = 2  # Ray actors, each holding a proxy
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
 
 
 @dataclass
@@ -284,11 +287,6 @@ def score(candidates: Path, anchors: Path, out: Path, settings: ScoreSettings) -
     proxy, warmup_report = resumable_proxy(settings, pool, store, shared, run_id)
     if settings.save_proxy is not None:
         proxy.save(settings.save_proxy)
-    proxy.restrict_step(settings.params)
-    step_rule = make_step_rule(settings.optimizer, settings.lr, proxy, DEFAULT_SGD_LR)
-    estimator = make_estimator(
-        settings.method, proxy, proxy.collate(anchor_records), step_rule, settings.less_dim
-    )
 
     done = set(store.done().id)
     ordered = length_sorted(pool)
@@ -298,29 +296,32 @@ def score(candidates: Path, anchors: Path, out: Path, settings: ScoreSettings) -
     ]
     if shard:
         batches = shard.take(batches)
-    todo = [[r for r in b if r.id not in done] for b in batches]
+    todo = [chunk for b in batches if (chunk := [r for r in b if r.id not in done])]
+    total = sum(len(b) for b in batches)
     bar = tqdm(
-        total=len(ordered),
-        initial=len(done),
+        total=total,
+        initial=total - sum(len(b) for b in todo),
         desc="scoring",
         unit="sample",
         disable=not settings.progress,
         file=sys.stderr,
         dynamic_ncols=True,
     )
+    if settings.engine == "ray":
+        from stepsift.engine.ray_engine import score_on_ray  # ray only when asked for
+
+        proxy_home = shared or store.proxy_dir
+        scored = score_on_ray(settings, candidates, anchors, proxy_home, todo)
+    else:
+        scorer = Scorer.build(proxy, anchor_records, settings)
+        scored = ((scorer(chunk), scorer.facts()) for chunk in todo)
     pending, last_flush = ScoreRows(), time.monotonic()
+    about: dict = {}  # what the estimator says of itself, from whichever engine ran it
     try:
-        for chunk in filter(None, todo):
-            batch = proxy.collate(chunk)
-            result = estimator(batch)
-            pending.extend(
-                batch.ids,
-                result.utility.tolist(),
-                result.loss.tolist(),
-                batch.tokens.tolist(),
-                batch.truncated.tolist(),
-            )
-            bar.update(len(chunk))
+        for rows, facts in scored:
+            about = facts
+            pending.extend(rows.id, rows.utility, rows.loss, rows.tokens, rows.truncated)
+            bar.update(len(rows))
             if time.monotonic() - last_flush >= settings.flush_seconds:
                 store.write_part(pending)
                 pending, last_flush = ScoreRows(), time.monotonic()
@@ -328,6 +329,8 @@ def score(candidates: Path, anchors: Path, out: Path, settings: ScoreSettings) -
         # on Ctrl-C or an error, keep every finished batch: the rerun starts after them
         store.write_part(pending)
         bar.close()
+    if not about:  # nothing was left to score: ask the estimator once
+        about = Scorer.build(proxy, anchor_records, settings).facts()
     rows = store.done()  # read the parts once: checked, then merged
     check_finite(rows, candidates)
 
@@ -337,9 +340,8 @@ def score(candidates: Path, anchors: Path, out: Path, settings: ScoreSettings) -
         "run_fingerprint": run_id,
         "pool_candidates": len(ordered),
         "n_anchors": len(anchor_records),
-        "base_anchor_loss": estimator.base_anchor_loss,
-        **step_rule.describe(),
-        **estimator.describe(),
+        "engine": settings.engine,
+        **about,
     }
     if shard:
         recorded |= {"shard": str(shard), "shard_candidates": sum(len(b) for b in batches)}
@@ -352,7 +354,7 @@ def score(candidates: Path, anchors: Path, out: Path, settings: ScoreSettings) -
         rejected_path=rejected_path,
         truncated=sum(rows.truncated),
         harmful=sum(u < settings.harmful_below for u in rows.utility),
-        base_anchor_loss=estimator.base_anchor_loss,
+        base_anchor_loss=about["base_anchor_loss"],
         warmup=warmup_report,
         seconds=time.perf_counter() - start,
         settings=recorded,

@@ -1,0 +1,128 @@
+"""Scoring as a Ray Data pipeline: a pool of actors, each holding a proxy, scores the
+run's batches, and the results stream back to the driver.
+
+The driver keeps what makes a run safe to interrupt: it warms the proxy up once and
+saves it (every actor loads that folder, so all score with identical weights), decides
+the batches (the same ones the local engine would form, so scores match it), and writes
+finished scores as atomic Parquet parts as they arrive. A crashed or preempted driver
+resumes like any run; a killed actor is restarted by Ray and its batch retried.
+
+On a multi-machine cluster (`--ray-address`) the candidate and anchor files and the
+output folder must be on storage every node sees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from stepsift.data import read_records
+from stepsift.data.record import Record
+from stepsift.engine.scorer import Scorer
+from stepsift.engine.store import ScoreRows
+from stepsift.proxy.loading import load_saved_proxy
+
+FACTS = "__facts"  # a column carrying the estimator's facts (JSON), same on every row
+
+
+class ScoreActor:
+    """One Ray worker: the run's saved proxy and estimator, built once."""
+
+    def __init__(self, settings, candidates: str, anchors: str, proxy_dir: str, dtype):
+        import json
+
+        import torch
+
+        torch.manual_seed(settings.seed)
+        self.json = json
+        pool = read_records(Path(candidates), settings.image_root)
+        self.records = {r.id: r for r in pool.records}
+        anchor_records = read_records(Path(anchors), settings.image_root).records
+        proxy = load_saved_proxy(Path(proxy_dir))
+        proxy.model.to(dtype)
+        self.scorer = Scorer.build(proxy, anchor_records, settings)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = ScoreRows()
+        for ids in batch["ids"]:  # usually one stepsift batch per Ray batch
+            rows = self.scorer([self.records[i] for i in ids])
+            out.extend(rows.id, rows.utility, rows.loss, rows.tokens, rows.truncated)
+        facts = self.json.dumps(self.scorer.facts())
+        return {
+            "id": np.array(out.id, dtype=object),
+            "utility": np.array(out.utility, dtype=np.float64),
+            "loss": np.array(out.loss, dtype=np.float64),
+            "tokens": np.array(out.tokens, dtype=np.int64),
+            "truncated": np.array(out.truncated, dtype=bool),
+            FACTS: np.array([facts] * len(out), dtype=object),
+        }
+
+
+def start_ray(address: str | None) -> bool:
+    """Connect to `address`, or start a local cluster of this machine's CPUs; say whether
+    this call did it (then the caller shuts it down), or Ray was already initialised."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(include_dashboard=False, log_to_driver=False)
+    return True
+
+
+def score_on_ray(
+    settings,
+    candidates: Path,
+    anchors: Path,
+    proxy_dir: Path,
+    todo: Sequence[Sequence[Record]],
+) -> Iterator[tuple[ScoreRows, dict]]:
+    """Score `todo` (the run's remaining batches) on Ray; yield (rows, estimator facts) as
+    results stream back, in no fixed order."""
+    import json
+
+    import ray
+
+    from stepsift.engine.scoring import DTYPES
+
+    if not todo:
+        return
+    started = start_ray(settings.ray_address)
+    items = [{"ids": [r.id for r in chunk]} for chunk in todo]
+    # the actors get settings without progress bars and with image paths as the driver
+    # resolved them; each reads the (small) record index itself
+    actor_settings = replace(settings, progress=False)
+    workers = min(settings.workers, len(items))
+    dataset = ray.data.from_items(items, override_num_blocks=len(items))
+    scored = dataset.map_batches(
+        ScoreActor,
+        fn_constructor_kwargs={
+            "settings": actor_settings,
+            "candidates": str(Path(candidates).resolve()),
+            "anchors": str(Path(anchors).resolve()),
+            "proxy_dir": str(Path(proxy_dir).resolve()),
+            "dtype": DTYPES[settings.dtype],
+        },
+        batch_size=1,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=workers),
+        num_cpus=settings.cpus_per_worker,
+        num_gpus=settings.gpus_per_worker,
+        max_restarts=-1,  # a killed or preempted actor comes back ...
+        max_task_retries=-1,  # ... and its batch is tried again
+    )
+    try:
+        for part in scored.iter_batches(batch_size=None, batch_format="numpy"):
+            rows = ScoreRows()
+            rows.extend(
+                part["id"], part["utility"], part["loss"], part["tokens"], part["truncated"]
+            )
+            yield rows, json.loads(part[FACTS][0])
+    finally:
+        if started:  # a local cluster this run started ends with it
+            ray.shutdown()

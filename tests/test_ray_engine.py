@@ -1,0 +1,92 @@
+"""`score --engine ray`: a real local Ray cluster (2 CPUs) scores the pool with 2 actors to
+the same scores as one process, and survives a worker process killed mid-run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pyarrow.parquet as pq
+import pytest
+from cli_helpers import run_cli
+
+from stepsift.bench.generate import write_benchmark
+
+pytest.importorskip("ray")
+
+FAST = [
+    "--warmup-min-samples", "8", "--warmup-min-steps", "3", "--batch-size", "4",
+    "--quiet", "--seed", "0", "--flush-seconds", "0",
+]  # fmt: skip
+RAY = ["--engine", "ray", "--workers", "2"]
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    # 40 anchors: a batch takes long enough that a worker can be killed between batches
+    return write_benchmark(tmp_path_factory.mktemp("bench"), n_pool=32, n_anchors=40, n_test=1)
+
+
+def argv(bench, out, *extra):
+    return ["score", str(bench.pool), "--anchors", str(bench.anchors), "--out", str(out),
+            *FAST, *extra]  # fmt: skip
+
+
+def table(path):
+    t = pq.read_table(path).to_pydict()
+    assert len(set(t["id"])) == len(t["id"])  # every id once
+    return {k: dict(zip(t["id"], t[k], strict=True)) for k in t if k != "id"}
+
+
+@pytest.fixture(scope="module")
+def local(bench, tmp_path_factory):
+    out = tmp_path_factory.mktemp("local") / "scores.parquet"
+    assert run_cli(*argv(bench, out)).rc == 0
+    return table(out)
+
+
+def same(got, expected):
+    assert got["utility"].keys() == expected["utility"].keys()
+    for column in ("utility", "loss", "harmful", "tokens", "truncated"):
+        assert got[column] == pytest.approx(expected[column], rel=1e-9, abs=1e-12), column
+
+
+def test_ray_with_two_workers_equals_one_process(bench, local, tmp_path):
+    out = tmp_path / "scores.parquet"
+    run = run_cli(*argv(bench, out, *RAY))
+    assert run.rc == 0, run.err
+    same(table(out), local)
+    settings = pq.read_schema(out).metadata[b"stepsift"].decode()
+    assert '"engine": "ray"' in settings
+
+
+def ray_workers() -> list[int]:
+    """PIDs of the processes running stepsift's score actors."""
+    ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return [int(line.split()[0]) for line in ps.splitlines() if "ScoreActor" in line]
+
+
+def test_a_killed_worker_is_replaced_and_nothing_is_lost(bench, local, tmp_path):
+    out = tmp_path / "scores.parquet"
+    parts = out.with_name(out.name + ".parts")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stepsift.cli", *argv(bench, out, *RAY)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not list(parts.glob("part-*.parquet")):  # the actors are up and scoring
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() < deadline, "no scores in time"
+        time.sleep(0.05)
+    victims = ray_workers()
+    assert victims, "no Ray score worker found"
+    os.kill(victims[0], signal.SIGKILL)
+    before = len(list(parts.glob("part-*.parquet")))
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr
+    assert before < 8  # the kill landed part-way through the 8 batches
+    same(table(out), local)
