@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stepsift.bench.generate import write_text_chat
 from stepsift.bench.metrics import noise_auroc, per_type_auroc
 from stepsift.bench.problems import make_clean, make_pool
 from stepsift.data import read_records
@@ -46,28 +47,6 @@ def smollm2_folder() -> str:
     return list(spec.submodule_search_locations)[0]
 
 
-def reading(digits: list[int]) -> str:
-    words = [str(d) for d in digits]
-    listed = words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
-    return f"The digits are {listed}."
-
-
-def write_chat_jsonl(samples, path: Path) -> None:
-    """ms-swift / LLaMA-Factory `messages` records; the noise tag rides along unused."""
-    with open(path, "w") as f:
-        for s in samples:
-            question = f"{reading(s.meta['digits'])} {s.question}"
-            record = {
-                "id": s.id,
-                "messages": [
-                    {"role": "user", "content": question},
-                    {"role": "assistant", "content": s.answer},
-                ],
-                "meta": {"noise": s.meta["noise"]},
-            }
-            f.write(json.dumps(record) + "\n")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--pool", type=int, default=200)
@@ -82,8 +61,8 @@ def main() -> None:
     args = ap.parse_args()
 
     args.out.mkdir(parents=True, exist_ok=True)
-    write_chat_jsonl(make_pool(args.pool, args.noise, seed=args.seed), args.out / "pool.jsonl")
-    write_chat_jsonl(
+    write_text_chat(make_pool(args.pool, args.noise, seed=args.seed), args.out / "pool.jsonl")
+    write_text_chat(
         make_clean(args.anchors, "dev", "anchor", seed=args.seed), args.out / "anchors.jsonl"
     )
     pool = length_sorted(read_records(args.out / "pool.jsonl").records)

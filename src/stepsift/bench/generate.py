@@ -61,6 +61,30 @@ def to_llava(sample: Sample) -> dict[str, Any]:
     }
 
 
+def digits_sentence(digits: list[int]) -> str:
+    """'The digits are 3, 7 and 5.': the problem's digits said in words, for text-only use."""
+    words = [str(d) for d in digits]
+    listed = words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+    return f"The digits are {listed}."
+
+
+def write_text_chat(samples: list[Sample], path: Path) -> None:
+    """Text-only `messages` records (ms-swift / LLaMA-Factory shape): the question states
+    its digits instead of showing them. The noise tag rides along in `meta`, unread."""
+    with open(path, "w", encoding="utf-8") as f:
+        for s in samples:
+            question = f"{digits_sentence(s.meta['digits'])} {s.question}"
+            record = {
+                "id": s.id,
+                "messages": [
+                    {"role": "user", "content": question},
+                    {"role": "assistant", "content": s.answer},
+                ],
+                "meta": {"noise": s.meta["noise"]},
+            }
+            f.write(json.dumps(record) + "\n")
+
+
 def _write(samples: list[Sample], jsonl: Path, images: Path) -> None:
     bank = load_bank()
     with jsonl.open("w", encoding="utf-8") as f:

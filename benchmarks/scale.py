@@ -1,0 +1,167 @@
+"""Scoring at scale: the Ray engine's overhead, memory against pool size, and `select` on
+a million-row score file.
+
+1. Throughput, side by side in one run on one pool (text-only chat records from the
+   benchmark's generator; the built-in proxy, no warm-up, SGD, `exact`): the local engine,
+   Ray with 1 worker and Ray with 2 workers, each single-threaded per process. Wall time of
+   the whole `score` call (Ray's start-up included), and the ratios.
+2. Peak memory (VmHWM of a fresh process) of a `score` run on pools of 10k and 100k
+   candidates. So that the two runs do the same model work, each scores one shard of
+   about `--shard-size` candidates (`--shard 0/K`) with `first-order`; what grows with the
+   pool is what the run holds for the whole pool (records, ids, batches).
+3. `select` of the top 20% from a 1M-row score file and its 1M-record candidate file:
+   seconds and peak memory.
+
+    python benchmarks/scale.py --json runs/scale.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from stepsift.bench.generate import write_text_chat
+from stepsift.bench.problems import make_clean, make_pool
+
+FAST = ["--warmup-fraction", "0", "--optimizer", "sgd", "--quiet", "--seed", "0"]
+
+
+def make_data(folder: Path, n_pool: int, n_anchors: int) -> tuple[Path, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    pool, anchors = folder / "pool.jsonl", folder / "anchors.jsonl"
+    if not pool.is_file():
+        write_text_chat(make_pool(n_pool, seed=0), pool)
+        write_text_chat(make_clean(n_anchors, "dev", "anchor", seed=0), anchors)
+    return pool, anchors
+
+
+def stepsift(*argv: str | Path) -> list[str]:
+    return [sys.executable, "-m", "stepsift.cli", *map(str, argv)]
+
+
+def peak_mb(argv: list[str]) -> tuple[float, float]:
+    """Run `argv` in a fresh process under this script's `--probe`; (seconds, peak MB)."""
+    start = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, __file__, "--probe", json.dumps(argv)],
+        check=True, capture_output=True, text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    ).stdout  # fmt: skip
+    return time.perf_counter() - start, float(out.strip().splitlines()[-1])
+
+
+def probe(argv: list[str]) -> None:
+    from stepsift.cli import main
+
+    code = main(argv)
+    if code:
+        raise SystemExit(code)
+    status = Path("/proc/self/status").read_text().splitlines()
+    print(next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 1024)
+
+
+def throughput(root: Path, n_pool: int, n_anchors: int) -> dict:
+    pool, anchors = make_data(root / f"tp-{n_pool}", n_pool, n_anchors)
+    runs = {
+        "local": [],
+        "ray, 1 worker": ["--engine", "ray", "--workers", "1"],
+        "ray, 2 workers": ["--engine", "ray", "--workers", "2"],
+    }
+    seconds = {}
+    for name, extra in runs.items():
+        out = root / f"tp-{name.replace(' ', '').replace(',', '-')}.parquet"
+        start = time.perf_counter()
+        subprocess.run(
+            stepsift("score", pool, "--anchors", anchors, "--out", out, "--overwrite",
+                     *FAST, *extra),
+            check=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+        )  # fmt: skip
+        seconds[name] = time.perf_counter() - start
+        print(f"{name}: {seconds[name]:.1f}s ({n_pool / seconds[name]:.1f} candidates/s)")
+    return seconds
+
+
+def memory(root: Path, sizes: list[int], shard_size: int, n_anchors: int) -> dict:
+    out = {}
+    for n in sizes:
+        pool, anchors = make_data(root / f"mem-{n}", n, n_anchors)
+        shards = max(1, n // shard_size)
+        argv = ["score", str(pool), "--anchors", str(anchors), "--out",
+                str(root / f"mem-{n}.parquet"), "--overwrite", "--method", "first-order",
+                "--shard", f"0/{shards}", *FAST]  # fmt: skip
+        seconds, mb = peak_mb(argv)
+        out[n] = {"peak_mb": mb, "seconds": seconds, "scored": n // shards}
+        print(f"{n:,} candidates (scoring 1/{shards}): peak {mb:.0f} MB, {seconds:.0f}s")
+    return out
+
+
+def select_million(root: Path, n: int) -> dict:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from stepsift.engine.store import ScoreRows, write_scores
+
+    folder = root / f"select-{n}"
+    folder.mkdir(parents=True, exist_ok=True)
+    pool = folder / "pool.jsonl"
+    scores = folder / "scores.parquet"
+    if not scores.is_file():
+        rng = np.random.default_rng(0)
+        with open(pool, "w") as f:
+            for i in range(n):
+                f.write(json.dumps({"id": f"c{i}", "prompt": f"q{i}", "response": f"a{i}"}))
+                f.write("\n")
+        rows = ScoreRows()
+        ids = [f"c{i}" for i in range(n)]
+        rows.extend(ids, rng.normal(size=n), rng.random(n), [3] * n, [False] * n)
+        write_scores(rows, scores, 0.0, {})
+        assert pq.read_metadata(scores).num_rows == n and pa is not None
+    argv = ["select", str(pool), "--scores", str(scores), "--keep", "20%",
+            "--out", str(folder / "top.jsonl")]  # fmt: skip
+    seconds, mb = peak_mb(argv)
+    print(f"select top 20% of {n:,}: {seconds:.1f}s, peak {mb:.0f} MB")
+    return {"rows": n, "seconds": seconds, "peak_mb": mb}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--out", type=Path, default=Path("runs/scale"))
+    ap.add_argument("--pool", type=int, default=512, help="throughput pool")
+    ap.add_argument("--anchors", type=int, default=20)
+    ap.add_argument("--sizes", default="10000,100000", help="pools for the memory runs")
+    ap.add_argument("--shard-size", type=int, default=1000)
+    ap.add_argument("--select-rows", type=int, default=1_000_000)
+    ap.add_argument("--parts", default="throughput,memory,select")
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--probe", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.probe:
+        probe(json.loads(args.probe))
+        return
+    parts = args.parts.split(",")
+    report: dict = {}
+    if "throughput" in parts:
+        seconds = throughput(args.out, args.pool, args.anchors)
+        report["throughput_seconds"] = seconds
+        report["ray_overhead"] = {k: v / seconds["local"] for k, v in seconds.items()}
+        print("ratios to local: " + ", ".join(
+            f"{k} {v:.2f}x" for k, v in report["ray_overhead"].items()))  # fmt: skip
+    if "memory" in parts:
+        sizes = [int(s) for s in args.sizes.split(",")]
+        report["memory"] = memory(args.out, sizes, args.shard_size, args.anchors)
+    if "select" in parts:
+        report["select"] = select_million(args.out, args.select_rows)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
