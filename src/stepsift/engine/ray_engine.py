@@ -113,8 +113,8 @@ def score_on_ray(
         compute=ray.data.ActorPoolStrategy(size=workers),
         num_cpus=settings.cpus_per_worker,
         num_gpus=settings.gpus_per_worker,
-        max_restarts=-1,  # a killed or preempted actor comes back ...
-        max_task_retries=-1,  # ... and its batch is tried again
+        # Ray Data's actor pools restart a dead actor and retry its batch by default
+        # (max_restarts = max_task_retries = -1), which a killed worker relies on
     )
     try:
         for part in scored.iter_batches(batch_size=None, batch_format="numpy"):

@@ -23,8 +23,10 @@ from stepsift.data import DataValidationError, Problem, Record, read_records, wr
 from stepsift.engine.scorer import Scorer
 from stepsift.engine.shards import Shard, publish_or_adopt, shared_proxy_dir
 from stepsift.engine.store import (
+    DIGEST_KEY,
     PartStore,
     ScoreRows,
+    file_digest,
     fingerprint,
     read_scores,
     read_settings,
@@ -341,6 +343,7 @@ def score(candidates: Path, anchors: Path, out: Path, settings: ScoreSettings) -
         "pool_candidates": len(ordered),
         "n_anchors": len(anchor_records),
         "engine": settings.engine,
+        DIGEST_KEY: file_digest(candidates),
         **about,
     }
     if shard:

@@ -159,6 +159,19 @@ class PartStore:
         shutil.rmtree(self.dir)
 
 
+# A score file's settings carry the SHA-256 of the candidate file it was made from, so
+# `select` can trust that run's validation when the bytes are the same (select/fast.py).
+DIGEST_KEY = "candidates_sha256"
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def fingerprint(files: list[Path], settings: dict) -> str:
     """A hash of the input files' bytes and the settings that decide the scores."""
     h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())

@@ -167,8 +167,18 @@ def select(
 
     `order` is "input" (the file's order) or "utility" (best first). Records are validated
     as `score` validated them (images included, resolved against `image_root`), so that with
-    `skip_invalid` the same records are left out.
+    `skip_invalid` the same records are left out; when the score file vouches for these
+    exact JSONL bytes, that validation is trusted and the file is only streamed
+    (`select/fast.py`).
     """
+    from stepsift.select.fast import fast_select  # it builds on this module
+
+    keep = parse_keep(keep) if isinstance(keep, str) else keep
+    if order not in ("input", "utility"):
+        raise ValueError(f"unknown order {order!r}; choose 'input' or 'utility'")
+    fast = fast_select(Path(candidates), Path(scores), keep, Path(out), drop_harmful, order)
+    if fast is not None:
+        return fast
     plan = plan_selection(candidates, scores, keep, drop_harmful, skip_invalid, order, image_root)
     write_records(plan.records, Path(out), container=plan.container)
     return plan.selection
