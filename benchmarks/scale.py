@@ -107,7 +107,13 @@ def select_million(root: Path, n: int) -> dict:
     """`select` top 20% of n candidates: from a score file that records the candidate
     file's digest (as `score` writes it: the fast path) and from one that does not (the
     full path, which re-reads and re-validates every record)."""
-    from stepsift.engine.store import DIGEST_KEY, ScoreRows, file_digest, write_scores
+    from stepsift.engine.store import (
+        DIGEST_KEY,
+        REJECTED_KEY,
+        ScoreRows,
+        file_digest,
+        write_scores,
+    )
 
     folder = root / f"select-{n}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -122,7 +128,8 @@ def select_million(root: Path, n: int) -> dict:
     rows.extend([f"c{i}" for i in range(n)], rng.normal(size=n), rng.random(n), [3] * n,
                 [False] * n)  # fmt: skip
     report = {"rows": n}
-    for path, settings in (("fast", {DIGEST_KEY: file_digest(pool)}), ("full", {})):
+    vouched = {DIGEST_KEY: file_digest(pool), REJECTED_KEY: 0}  # as `score` records them
+    for path, settings in (("fast", vouched), ("full", {})):
         scores = folder / f"scores-{path}.parquet"
         write_scores(rows, scores, 0.0, settings)
         argv = ["select", str(pool), "--scores", str(scores), "--keep", "20%",

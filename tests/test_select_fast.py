@@ -55,7 +55,7 @@ def test_fast_path_writes_what_the_full_path_writes(scored, tmp_path, keep, orde
     pool, scores = scored
     assert pq.read_schema(scores).metadata[b"stepsift"].decode().count(DIGEST_KEY) == 1
     got = fast.fast_select(pool, scores, topk.parse_keep(keep), tmp_path / "fast.jsonl",
-                           drop_harmful=drop, order=order)  # fmt: skip
+                           drop_harmful=drop, order=order, skip_invalid=True)  # fmt: skip
     assert got is not None  # it really took the fast path
     want = full_path(pool, scores, tmp_path / "full.jsonl", keep=keep, order=order,
                      drop_harmful=drop)  # fmt: skip
@@ -75,7 +75,13 @@ def test_select_uses_the_fast_path_and_changed_bytes_take_the_full_one(
     assert calls == []
     edited = tmp_path / "pool.jsonl"  # same records, one byte more: no longer vouched for
     edited.write_bytes(pool.read_bytes() + b"\r\n")
-    assert fast.fast_select(edited, scores, topk.parse_keep("20%"), tmp_path / "x") is None
+    keep = topk.parse_keep("20%")
+    assert fast.fast_select(edited, scores, keep, tmp_path / "x", skip_invalid=True) is None
+    # the file has a record scoring rejected: without --skip-invalid, the full path refuses
+    assert fast.fast_select(pool, scores, keep, tmp_path / "x") is None
+    refused = run_cli("select", pool, "--scores", scores, "--keep", "20%", "--out", tmp_path / "y")
+    assert refused.rc == 2 and f"{pool}:" in refused.err and not (tmp_path / "y").exists()
+    calls.clear()
     run = run_cli("select", edited, "--scores", scores, "--keep", "20%", "--skip-invalid",
                   "--out", tmp_path / "b.jsonl")  # fmt: skip
     assert run.rc == 0 and calls == [1]

@@ -24,6 +24,7 @@ from stepsift.engine.scorer import Scorer
 from stepsift.engine.shards import Shard, publish_or_adopt, shared_proxy_dir
 from stepsift.engine.store import (
     DIGEST_KEY,
+    REJECTED_KEY,
     PartStore,
     ScoreRows,
     file_digest,
@@ -344,6 +345,7 @@ def score(candidates: Path, anchors: Path, out: Path, settings: ScoreSettings) -
         "n_anchors": len(anchor_records),
         "engine": settings.engine,
         DIGEST_KEY: file_digest(candidates),
+        REJECTED_KEY: len({(p.file, p.line) for p in problems}),
         **about,
     }
     if shard:

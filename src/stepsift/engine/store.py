@@ -162,6 +162,7 @@ class PartStore:
 # A score file's settings carry the SHA-256 of the candidate file it was made from, so
 # `select` can trust that run's validation when the bytes are the same (select/fast.py).
 DIGEST_KEY = "candidates_sha256"
+REJECTED_KEY = "rejected_candidates"  # how many records of that file the run rejected
 
 
 def file_digest(path: Path) -> str:

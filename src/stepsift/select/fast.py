@@ -17,7 +17,13 @@ from pathlib import Path
 
 from stepsift.data.atomic import atomic_write_text
 from stepsift.data.formats import record_id
-from stepsift.engine.store import DIGEST_KEY, file_digest, read_scores, read_settings
+from stepsift.engine.store import (
+    DIGEST_KEY,
+    REJECTED_KEY,
+    file_digest,
+    read_scores,
+    read_settings,
+)
 from stepsift.select.topk import Keep, Selection, choose, score_columns
 
 BOM = b"\xef\xbb\xbf"
@@ -51,12 +57,17 @@ def fast_select(
     out: Path,
     drop_harmful: bool = False,
     order: str = "input",
+    skip_invalid: bool = False,
 ) -> Selection | None:
     """Select as `select` does, when the score file vouches for these exact candidate bytes;
-    None when it cannot (then take the full path)."""
+    None when it cannot (then take the full path). A file with records the scoring run
+    rejected takes the full path unless `skip_invalid`: that path names them and refuses."""
     candidates, scores = Path(candidates), Path(scores)
-    expected = read_settings(scores).get(DIGEST_KEY) if scores.is_file() else None
-    if not expected or not candidates.is_file() or not is_jsonl(candidates):
+    settings = read_settings(scores) if scores.is_file() else {}
+    expected, rejected = settings.get(DIGEST_KEY), settings.get(REJECTED_KEY)
+    if not expected or rejected is None or (rejected and not skip_invalid):
+        return None
+    if not candidates.is_file() or not is_jsonl(candidates):
         return None
     if file_digest(candidates) != expected:
         return None

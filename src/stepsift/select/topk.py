@@ -176,7 +176,9 @@ def select(
     keep = parse_keep(keep) if isinstance(keep, str) else keep
     if order not in ("input", "utility"):
         raise ValueError(f"unknown order {order!r}; choose 'input' or 'utility'")
-    fast = fast_select(Path(candidates), Path(scores), keep, Path(out), drop_harmful, order)
+    fast = fast_select(
+        Path(candidates), Path(scores), keep, Path(out), drop_harmful, order, skip_invalid
+    )
     if fast is not None:
         return fast
     plan = plan_selection(candidates, scores, keep, drop_harmful, skip_invalid, order, image_root)
