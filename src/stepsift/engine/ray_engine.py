@@ -13,6 +13,7 @@ output folder must be on storage every node sees.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -32,12 +33,9 @@ class ScoreActor:
     """One Ray worker: the run's saved proxy and estimator, built once."""
 
     def __init__(self, settings, candidates: str, anchors: str, proxy_dir: str, dtype):
-        import json
-
         import torch
 
         torch.manual_seed(settings.seed)
-        self.json = json
         pool = read_records(Path(candidates), settings.image_root)
         self.records = {r.id: r for r in pool.records}
         anchor_records = read_records(Path(anchors), settings.image_root).records
@@ -49,8 +47,8 @@ class ScoreActor:
         out = ScoreRows()
         for ids in batch["ids"]:  # usually one stepsift batch per Ray batch
             rows = self.scorer([self.records[i] for i in ids])
-            out.extend(rows.id, rows.utility, rows.loss, rows.tokens, rows.truncated)
-        facts = self.json.dumps(self.scorer.facts())
+            out.add(vars(rows))
+        facts = json.dumps(self.scorer.facts())
         return {
             "id": np.array(out.id, dtype=object),
             "utility": np.array(out.utility, dtype=np.float64),
@@ -84,8 +82,6 @@ def score_on_ray(
 ) -> Iterator[tuple[ScoreRows, dict]]:
     """Score `todo` (the run's remaining batches) on Ray; yield (rows, estimator facts) as
     results stream back, in no fixed order."""
-    import json
-
     import ray
 
     from stepsift.engine.scoring import DTYPES
@@ -119,9 +115,7 @@ def score_on_ray(
     try:
         for part in scored.iter_batches(batch_size=None, batch_format="numpy"):
             rows = ScoreRows()
-            rows.extend(
-                part["id"], part["utility"], part["loss"], part["tokens"], part["truncated"]
-            )
+            rows.add(part)
             yield rows, json.loads(part[FACTS][0])
     finally:
         if started:  # a local cluster this run started ends with it

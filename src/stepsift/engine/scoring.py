@@ -323,7 +323,7 @@ def score(candidates: Path, anchors: Path, out: Path, settings: ScoreSettings) -
     try:
         for rows, facts in scored:
             about = facts
-            pending.extend(rows.id, rows.utility, rows.loss, rows.tokens, rows.truncated)
+            pending.add(vars(rows))
             bar.update(len(rows))
             if time.monotonic() - last_flush >= settings.flush_seconds:
                 store.write_part(pending)

@@ -115,7 +115,7 @@ def merge(out: Path) -> tuple[int, int]:
             if rid in seen:
                 raise ValueError(f"{path}: id {rid!r} is also in shard {seen[rid]}")
             seen[rid] = i
-        rows.extend(t["id"], t["utility"], t["loss"], t["tokens"], t["truncated"])
+        rows.add(t)
     assert settings is not None
     if len(rows) != settings.get("pool_candidates"):
         raise ValueError(

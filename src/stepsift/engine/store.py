@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,6 +50,11 @@ class ScoreRows:
         self.loss.extend(float(x) for x in loss)
         self.tokens.extend(int(t) for t in tokens)
         self.truncated.extend(bool(t) for t in truncated)
+
+    def add(self, columns: Mapping[str, Sequence]) -> None:
+        """Append rows given as columns by name: a Parquet part's `to_pydict()`, a Ray
+        batch, or another ScoreRows' `vars()`."""
+        self.extend(*(columns[k] for k in ("id", "utility", "loss", "tokens", "truncated")))
 
     def __len__(self) -> int:
         return len(self.id)
@@ -141,8 +147,7 @@ class PartStore:
         """Everything scored so far, from the parts on disk."""
         rows = ScoreRows()
         for part in self._parts():
-            t = pq.read_table(part).to_pydict()
-            rows.extend(t["id"], t["utility"], t["loss"], t["tokens"], t["truncated"])
+            rows.add(pq.read_table(part).to_pydict())
         return rows
 
     def write_part(self, rows: ScoreRows) -> None:

@@ -87,6 +87,10 @@ class HFProxy(Proxy):
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self._head = _SupervisedHead(self.model)
         self._has_decoder = has_decoder(self.model)
+        # the output head's weight under its parameter name (the embedding's, when tied),
+        # found once: per_sample_loss substitutes it from the params it is given
+        head = self.model.get_output_embeddings()
+        self._head_name = next(n for n, p in self.model.named_parameters() if p is head.weight)
         self.adam_state = {}
         self.adam_hparams: dict[str, float] = {}
 
@@ -230,11 +234,6 @@ class HFProxy(Proxy):
         total = total.index_add(0, rows, token_loss)
         # clamp: a record truncated down to no supervised token scores loss 0, not NaN
         return total / tensors["loss_mask"].sum(dim=1).clamp(min=1).to(total.dtype)
-
-    @property
-    def _head_name(self) -> str:
-        head = self.model.get_output_embeddings()
-        return next(n for n, p in self.model.named_parameters() if p is head.weight)
 
     # -- persistence -----------------------------------------------------------
     def save(self, directory: Path) -> None:
