@@ -7,29 +7,23 @@ record it belongs to is left out. Callers decide what to do (usually raise
 
 from __future__ import annotations
 
-import json
 import os
-import re
-import sys
-from collections import Counter
+from collections import Counter, OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from .entries import Entry, container_of, iter_entries
 from .formats import (
     detect_format,
     image_path_issue,
     parse_record,
     record_id,
     short_repr,
-    type_name,
     unknown_format_message,
 )
 from .images import check_image
 from .record import Problem, Record, Source
-
-_WS = re.compile(r"[ \t\r\n]*")  # JSON's insignificant whitespace
-_BOM = b"\xef\xbb\xbf"
 
 
 @dataclass
@@ -66,16 +60,6 @@ def format_problems(problems: list[Problem], limit: int = 20) -> str:
     return "\n".join(lines)
 
 
-@dataclass
-class _Entry:
-    """One line (JSONL) or array element (JSON) before format parsing."""
-
-    line: int
-    raw: str
-    obj: Any = None
-    problem: Problem | None = None
-
-
 class _Collector:
     def __init__(self, limit: int | None) -> None:
         self.problems: list[Problem] = []
@@ -97,50 +81,106 @@ def read_records(
     check_images: bool = True,
     max_problems: int | None = None,
 ) -> ReadResult:
-    """Read and validate every record of a JSONL or JSON-array file.
+    """Read and validate every record of a JSONL or JSON-array file, all held in memory.
 
     Relative image paths resolve against `image_root`, else the data file's folder, and must
     not climb out of it with `..`; absolute paths are taken as given.
     With `check_images`, every image must exist and be decodable by PIL.
+    (`index.index_records` validates the same way but keeps only where each record is.)
     """
-    file = Path(path)
-    data = file.read_bytes()  # a missing/unreadable file is not a data error: let it raise
-    if data.startswith(_BOM):
-        data = data[len(_BOM) :]
-    container = _container(data)
-    split = _split_json if container == "json" else _split_jsonl
-    entries = split(data, file)
-    out = _Collector(max_problems)
-    if not entries:
-        out.add(Problem(file, 1, "", "no records in the file"))
-        return ReadResult([], out.problems, "unknown", container)
-
-    fmt = _file_format(entries)
-    base = Path(image_root) if image_root is not None else file.parent
-    image_errors: dict[Path, str | None] = {}  # datasets reuse images: check each once
-    first_line: dict[str, int] = {}
     records: list[Record] = []
-    for entry in entries:
-        if out.full:
-            return ReadResult(records, out.problems, fmt, container, truncated=True)
-        record = _read_entry(
-            entry,
-            file,
-            fmt,
-            base,
-            image_root is not None,
-            check_images,
-            image_errors,
-            first_line,
-            out,
-        )
-        if record is not None:
-            records.append(record)
-    return ReadResult(records, out.problems, fmt, container)
+    out = _Collector(max_problems)
+    scan = scan_file(Path(path), image_root, check_images, out)
+    for _, record in scan.valid():
+        records.append(record)
+    return ReadResult(records, out.problems, scan.format, scan.container, scan.truncated)
+
+
+@dataclass
+class FileScan:
+    """One validating pass over a data file, streamed: `valid()` yields each good record
+    with its entry (line and byte span) and sends every problem to the collector."""
+
+    file: Path
+    container: str
+    format: str  # the file's record format; "unknown" if none was recognised
+    base: Path  # where relative image paths resolve
+    explicit_root: bool
+    check_images: bool
+    out: _Collector
+    fatal: Problem | None  # the container itself is unusable: this is its one problem
+    truncated: bool = False  # set when `valid()` stopped at the collector's limit
+
+    def valid(self) -> Iterator[tuple[Entry, Record]]:
+        if self.fatal is not None:
+            self.out.add(self.fatal)
+            return
+        image_errors = _RecentImages()  # datasets reuse images: check each once, mostly
+        first_line: dict[str, int] = {}
+        for entry in iter_entries(self.file, self.container):
+            if self.out.full:
+                self.truncated = True
+                return
+            record = _read_entry(
+                entry,
+                self.file,
+                self.format,
+                self.base,
+                self.explicit_root,
+                self.check_images,
+                image_errors,
+                first_line,
+                self.out,
+            )
+            if record is not None:
+                yield entry, record
+
+
+class _RecentImages(OrderedDict):
+    """The check results of the images seen last: a bounded cache, so a pool of millions
+    of distinct images does not hold a result for each (one seen again after it fell out
+    is checked again, a few milliseconds)."""
+
+    limit = 8192
+
+    def __setitem__(self, key: Path, value: str | None) -> None:
+        super().__setitem__(key, value)
+        if len(self) > self.limit:
+            self.popitem(last=False)
+
+
+def scan_file(
+    file: Path,
+    image_root: str | os.PathLike[str] | None,
+    check_images: bool,
+    out: _Collector,
+) -> FileScan:
+    """Find the file's container and record format (a first streamed pass: the format is
+    the majority of the file's records', so it is known only once all were seen)."""
+    file = Path(file)
+    with open(file, "rb"):  # a missing/unreadable file is not a data error: let it raise
+        pass
+    container = container_of(file)
+    counts: Counter[str] = Counter()
+    fatal = None
+    seen_any = False
+    for entry in iter_entries(file, container):
+        seen_any = True
+        if entry.fatal:
+            fatal, counts = entry.problem, Counter()
+            break
+        if isinstance(entry.obj, dict) and (fmt := detect_format(entry.obj)):
+            counts[fmt] += 1
+    if not seen_any:
+        fatal = Problem(file, 1, "", "no records in the file")
+    base = Path(image_root) if image_root is not None else file.parent
+    return FileScan(
+        file, container, _majority(counts), base, image_root is not None, check_images, out, fatal
+    )
 
 
 def _read_entry(
-    entry: _Entry,
+    entry: Entry,
     file: Path,
     file_fmt: str,
     base: Path,
@@ -204,6 +244,12 @@ def _read_entry(
                 problem(ref.field, image_errors[resolved])
     if found:
         return None
+    return _record(obj, rid, parsed, images, file, entry, fmt)
+
+
+def _record(
+    obj: dict, rid: str | None, parsed, images: list[Path], file: Path, entry: Entry, fmt: str
+) -> Record:
     return Record(
         id=rid if rid is not None else f"{file.stem}:{entry.line}",
         turns=tuple(parsed.turns),
@@ -215,30 +261,20 @@ def _read_entry(
     )
 
 
-def _file_format(entries: list[_Entry]) -> str:
+def rebuild_record(entry: Entry, file: Path, fmt: str, base: Path) -> Record:
+    """The `Record` of an entry that a validating pass already accepted (no checks again:
+    used to read a record back from its byte span)."""
+    rid, _ = record_id(entry.obj)
+    parsed = parse_record(entry.obj, fmt)
+    images = [base / ref.path for ref in parsed.images]
+    return _record(entry.obj, rid, parsed, images, file, entry, fmt)
+
+
+def _majority(counts: Counter[str]) -> str:
     """The majority format of the file's objects (first seen wins a tie)."""
-    counts = Counter(
-        fmt for e in entries if isinstance(e.obj, dict) and (fmt := detect_format(e.obj))
-    )
     if "openai" in counts and "sharegpt" in counts:
         counts["openai"] += counts.pop("sharegpt")
     return counts.most_common(1)[0][0] if counts else "unknown"
-
-
-def _container(data: bytes) -> str:
-    """The container: "json" for a top-level array, else "jsonl". A first line that is a
-    whole array (`[1, 2]`) followed by more lines is JSONL with a bad first record."""
-    stripped = data.lstrip(b" \t\r\n")
-    if not stripped.startswith(b"["):
-        return "jsonl"
-    first, _, rest = stripped.partition(b"\n")
-    if not rest.strip():
-        return "json"
-    try:
-        json.loads(first.decode("utf-8"))
-    except _JSON_ERRORS:  # UnicodeDecodeError is a ValueError
-        return "json"
-    return "jsonl"
 
 
 def _climbs_out(path: str) -> bool:
@@ -247,126 +283,3 @@ def _climbs_out(path: str) -> bool:
         return False
     first = os.path.normpath(path).split(os.sep, 1)[0]
     return first == os.pardir
-
-
-# Python's json raises these besides JSONDecodeError: RecursionError for deep nesting,
-# ValueError for an integer over sys.get_int_max_str_digits() digits.
-_JSON_ERRORS = (ValueError, RecursionError)
-
-
-def _json_error(e: Exception) -> str:
-    """A user-facing message for any exception in `_JSON_ERRORS`."""
-    if isinstance(e, json.JSONDecodeError):
-        return f"not valid JSON: {e.msg} at column {e.colno}"
-    if isinstance(e, RecursionError):
-        return "JSON nested too deeply to read (arrays/objects inside each other)"
-    if "digits" in str(e):  # "Exceeds the limit (4300 digits) for integer string conversion"
-        limit = getattr(sys, "get_int_max_str_digits", lambda: 4300)()  # Python >= 3.10.7
-        return f"a number is too long to read (over {limit} digits)"
-    return f"not valid JSON: {e}"
-
-
-def _not_object(file: Path, line: int, raw: str, obj: Any) -> Problem:
-    return Problem(file, line, "", f"expected a JSON object, got {type_name(obj)}", None, raw)
-
-
-def _split_jsonl(data: bytes, file: Path) -> list[_Entry]:
-    entries: list[_Entry] = []
-    for i, chunk in enumerate(data.split(b"\n")):
-        line = i + 1
-        chunk = chunk.removesuffix(b"\r")
-        if not chunk.strip():
-            continue  # blank lines are skipped; numbering stays true to the file
-        try:
-            raw = chunk.decode("utf-8")
-        except UnicodeDecodeError as e:
-            bad = chunk[e.start]
-            msg = f"not valid UTF-8 (byte 0x{bad:02x} at column {e.start + 1}); save as UTF-8"
-            raw_text = chunk.decode("utf-8", "backslashreplace")
-            entries.append(
-                _Entry(line, raw_text, problem=Problem(file, line, "", msg, None, raw_text))
-            )
-            continue
-        try:
-            obj = json.loads(raw)
-        except _JSON_ERRORS as e:
-            if not entries and isinstance(e, json.JSONDecodeError):
-                whole = _single_object(data)
-                if whole is not None:
-                    return [_Entry(line, raw, problem=Problem(file, line, "", whole, None, raw))]
-            msg = _json_error(e)
-            entries.append(_Entry(line, raw, problem=Problem(file, line, "", msg, None, raw)))
-            continue
-        if isinstance(obj, dict):
-            entries.append(_Entry(line, raw, obj))
-        else:
-            entries.append(_Entry(line, raw, problem=_not_object(file, line, raw, obj)))
-    return entries
-
-
-def _single_object(data: bytes) -> str | None:
-    """Explain a pretty-printed single object, which otherwise reads as many broken lines."""
-    try:
-        obj = json.loads(data)
-    except _JSON_ERRORS:
-        return None
-    if not isinstance(obj, dict):
-        return None
-    return "the file is one JSON object over several lines; expected JSONL or a JSON array"
-
-
-def _split_json(data: bytes, file: Path) -> list[_Entry]:
-    """Elements of a top-level JSON array, each with its exact source text and start line."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        msg = f"not valid UTF-8 (byte 0x{data[e.start]:02x}); save as UTF-8"
-        return [_Entry(line, "", problem=Problem(file, line, "", msg))]
-    try:
-        json.loads(text)  # validate the whole container first: one syntax error, one problem
-    except json.JSONDecodeError as e:
-        msg = _json_error(e)
-        raw = text.split("\n")[e.lineno - 1].removesuffix("\r")
-        return [_Entry(e.lineno, raw, problem=Problem(file, e.lineno, "", msg, None, raw))]
-    except _JSON_ERRORS as e:  # no position given: name the element it happened in
-        line, raw = _failing_element(text)
-        return [_Entry(line, raw, problem=Problem(file, line, "", _json_error(e), None, raw))]
-    decoder = json.JSONDecoder()
-    entries: list[_Entry] = []
-    pos = _WS.match(text, text.index("[") + 1).end()
-    line, counted = 1, 0  # lines are counted on from the previous element: linear, not O(n^2)
-    while text[pos] != "]":
-        line += text.count("\n", counted, pos)
-        counted = pos
-        try:
-            obj, end = decoder.raw_decode(text, pos)
-        except _JSON_ERRORS as e:  # json.loads took it whole, so only a stack limit is left
-            raw = text[pos:].split("\n", 1)[0].removesuffix("\r")
-            return [_Entry(line, raw, problem=Problem(file, line, "", _json_error(e), None, raw))]
-        raw = text[pos:end]
-        if isinstance(obj, dict):
-            entries.append(_Entry(line, raw, obj))
-        else:
-            entries.append(_Entry(line, raw, problem=_not_object(file, line, raw, obj)))
-        pos = _WS.match(text, end).end()
-        if text[pos] == ",":
-            pos = _WS.match(text, pos + 1).end()
-    return entries
-
-
-def _failing_element(text: str) -> tuple[int, str]:
-    """Start line and first source line of the array element that json cannot parse."""
-    decoder = json.JSONDecoder()
-    pos = _WS.match(text, text.index("[") + 1).end()
-    while pos < len(text) and text[pos] != "]":
-        try:
-            _, end = decoder.raw_decode(text, pos)
-        except _JSON_ERRORS:
-            break
-        pos = _WS.match(text, end).end()
-        if pos < len(text) and text[pos] == ",":
-            pos = _WS.match(text, pos + 1).end()
-    line = text.count("\n", 0, pos) + 1
-    raw = text[pos:].split("\n", 1)[0].removesuffix("\r")
-    return line, raw

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from stepsift.data import read_records
-from stepsift.data.record import Record
+from stepsift.data.index import RecordIndex
+from stepsift.data.spans import SpanReader
 from stepsift.engine.scorer import Scorer
 from stepsift.engine.store import ScoreRows
 from stepsift.proxy.loading import load_saved_proxy
@@ -32,12 +33,11 @@ FACTS = "__facts"  # a column carrying the estimator's facts (JSON), same on eve
 class ScoreActor:
     """One Ray worker: the run's saved proxy and estimator, built once."""
 
-    def __init__(self, settings, candidates: str, anchors: str, proxy_dir: str, dtype):
+    def __init__(self, settings, spans: SpanReader, anchors: str, proxy_dir: str, dtype):
         import torch
 
         torch.manual_seed(settings.seed)
-        pool = read_records(Path(candidates), settings.image_root)
-        self.records = {r.id: r for r in pool.records}
+        self.spans = spans  # each batch's records are read from their byte spans
         anchor_records = read_records(Path(anchors), settings.image_root).records
         proxy = load_saved_proxy(Path(proxy_dir))
         proxy.model.to(dtype)
@@ -45,8 +45,9 @@ class ScoreActor:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = ScoreRows()
-        for ids in batch["ids"]:  # usually one stepsift batch per Ray batch
-            rows = self.scorer([self.records[i] for i in ids])
+        spans = zip(batch["offsets"], batch["lengths"], batch["lines"], strict=True)
+        for where in spans:  # usually one stepsift batch per Ray batch
+            rows = self.scorer(self.spans.read(*where))
             out.add(vars(rows))
         facts = json.dumps(self.scorer.facts())
         return {
@@ -75,13 +76,13 @@ def start_ray(address: str | None) -> bool:
 
 def score_on_ray(
     settings,
-    candidates: Path,
+    pool: RecordIndex,
     anchors: Path,
     proxy_dir: Path,
-    todo: Sequence[Sequence[Record]],
+    todo: Sequence[np.ndarray],
 ) -> Iterator[tuple[ScoreRows, dict]]:
-    """Score `todo` (the run's remaining batches) on Ray; yield (rows, estimator facts) as
-    results stream back, in no fixed order."""
+    """Score `todo` (the run's remaining batches, as positions in `pool`) on Ray; yield
+    (rows, estimator facts) as results stream back, in no fixed order."""
     import ray
 
     from stepsift.engine.scoring import DTYPES
@@ -89,17 +90,21 @@ def score_on_ray(
     if not todo:
         return
     started = start_ray(settings.ray_address)
-    items = [{"ids": [r.id for r in chunk]} for chunk in todo]
-    # the actors get settings without progress bars and with image paths as the driver
-    # resolved them; each reads the (small) record index itself
-    actor_settings = replace(settings, progress=False)
+    # a batch travels as its records' byte spans, and each actor reads just those records
+    items = [
+        {"offsets": pool.offsets[b], "lengths": pool.lengths[b], "lines": pool.lines[b]}
+        for b in todo
+    ]
+    spans = pool.reader
+    spans = replace(spans, file=spans.file.resolve(), base=spans.base.resolve())
+    actor_settings = replace(settings, progress=False)  # no progress bars in the actors
     workers = min(settings.workers, len(items))
     dataset = ray.data.from_items(items, override_num_blocks=len(items))
     scored = dataset.map_batches(
         ScoreActor,
         fn_constructor_kwargs={
             "settings": actor_settings,
-            "candidates": str(Path(candidates).resolve()),
+            "spans": spans,
             "anchors": str(Path(anchors).resolve()),
             "proxy_dir": str(Path(proxy_dir).resolve()),
             "dtype": DTYPES[settings.dtype],

@@ -16,10 +16,14 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from tqdm import tqdm
 
 from stepsift.data import DataValidationError, Problem, Record, read_records, write_rejected
+from stepsift.data.index import LazyRecords, RecordIndex, index_records
 from stepsift.engine.scorer import Scorer
 from stepsift.engine.shards import Shard, publish_or_adopt, shared_proxy_dir
 from stepsift.engine.store import (
@@ -126,17 +130,19 @@ def rejected_path_for(out: Path) -> Path:
 
 def load_inputs(
     candidates: Path, anchors: Path, image_root: Path | None, skip_invalid: bool
-) -> tuple[list[Record], list[Record], list[Problem]]:
-    """Read and validate both files. Problems in the anchors always stop the run: they are
-    the trusted yardstick. Problems in the candidates stop it unless `skip_invalid`."""
-    pool = read_records(candidates, image_root)
+) -> tuple[RecordIndex, list[Record], list[Problem]]:
+    """Validate both files. Problems in the anchors always stop the run: they are the
+    trusted yardstick. Problems in the candidates stop it unless `skip_invalid`.
+    The pool stays on disk (an index of where each good record is), so memory does not
+    grow with it; the anchors are few and are held."""
     anchor_set = read_records(anchors, image_root)
     anchor_set.raise_for_problems()
+    pool = index_records(candidates, image_root)
     if not skip_invalid:
         pool.raise_for_problems()
-    if not pool.records:
+    if not len(pool):
         raise DataValidationError(pool.problems)  # every candidate was invalid
-    return pool.records, anchor_set.records, pool.problems
+    return pool, anchor_set.records, pool.problems
 
 
 def get_proxy(settings: ScoreSettings, pool: Sequence[Record]) -> tuple[Proxy, WarmupReport | None]:
@@ -287,19 +293,20 @@ def score(candidates: Path, anchors: Path, out: Path, settings: ScoreSettings) -
         write_rejected(problems, rejected_path)
 
     shared = shared_proxy_dir(out) if shard else None
-    proxy, warmup_report = resumable_proxy(settings, pool, store, shared, run_id)
+    proxy, warmup_report = resumable_proxy(settings, LazyRecords(pool), store, shared, run_id)
     if settings.save_proxy is not None:
         proxy.save(settings.save_proxy)
 
-    done = set(store.done().id)
-    ordered = length_sorted(pool)
-    # batches are cut from the whole ordered pool, so a resumed run forms the same batches
+    done = store.done().id
+    # batches (positions in the pool index) are cut from the whole pool in length order,
+    # so a resumed run or another shard forms the same batches
+    ordered = pool.length_order()
     batches = [
         ordered[s : s + settings.batch_size] for s in range(0, len(ordered), settings.batch_size)
     ]
     if shard:
         batches = shard.take(batches)
-    todo = [chunk for b in batches if (chunk := [r for r in b if r.id not in done])]
+    todo = remaining(batches, pool, done)
     total = sum(len(b) for b in batches)
     bar = tqdm(
         total=total,
@@ -314,10 +321,10 @@ def score(candidates: Path, anchors: Path, out: Path, settings: ScoreSettings) -
         from stepsift.engine.ray_engine import score_on_ray  # ray only when asked for
 
         proxy_home = shared or store.proxy_dir
-        scored = score_on_ray(settings, candidates, anchors, proxy_home, todo)
+        scored = score_on_ray(settings, pool, anchors, proxy_home, todo)
     else:
         scorer = Scorer.build(proxy, anchor_records, settings)
-        scored = ((scorer(chunk), scorer.facts()) for chunk in todo)
+        scored = ((scorer(pool.load(chunk)), scorer.facts()) for chunk in todo)
     pending, last_flush = ScoreRows(), time.monotonic()
     about: dict = {}  # what the estimator says of itself, from whichever engine ran it
     try:
@@ -364,6 +371,17 @@ def score(candidates: Path, anchors: Path, out: Path, settings: ScoreSettings) -
         seconds=time.perf_counter() - start,
         settings=recorded,
     )
+
+
+def remaining(
+    batches: Sequence[np.ndarray], pool: RecordIndex, done: Sequence[str]
+) -> list[np.ndarray]:
+    """The batches' positions whose ids are not scored yet (empty batches dropped)."""
+    if not done:
+        return [b for b in batches if len(b)]
+    scored = pc.is_in(pool.ids, value_set=pa.array(list(done), pa.string()))
+    is_done = scored.to_numpy(zero_copy_only=False)
+    return [rest for b in batches if len(rest := b[~is_done[b]])]
 
 
 def finished_summary(out: Path, recorded: dict, problems: list[Problem], start: float):

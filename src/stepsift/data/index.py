@@ -1,0 +1,132 @@
+"""A validated pool that stays on disk: where each good record is, not the record itself.
+
+`index_records` validates a file exactly as `read_records` does (same problems, same ids),
+in one streamed pass, but keeps for each good record only its id, line, byte span and text
+size: a few dozen bytes a record in compact arrays, however long its conversation. Records
+are read back in batches when they are needed (`RecordIndex.load`), so scoring a pool of
+millions of records holds one batch of them at a time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .reader import FileScan, ReadResult, _Collector, scan_file
+from .record import Problem, Record
+from .spans import SpanReader
+
+_FLUSH = 1 << 16  # rows gathered in Python lists before they are packed into arrays
+
+
+@dataclass
+class RecordIndex:
+    """The good records of one file, by position: ids, lines, byte spans and text sizes."""
+
+    reader: SpanReader
+    ids: pa.ChunkedArray  # string
+    lines: np.ndarray  # int64, 1-based line each record starts on
+    offsets: np.ndarray  # int64, byte offset of each record's JSON text
+    lengths: np.ndarray  # int64, its byte length
+    sizes: np.ndarray  # int64, characters of text over its turns (for length-sorted batches)
+    problems: list[Problem]
+    container: str
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    @property
+    def format(self) -> str:
+        return self.reader.format
+
+    def id_list(self, positions: Sequence[int] | np.ndarray) -> list[str]:
+        return self.ids.take(pa.array(np.asarray(positions, dtype=np.int64))).to_pylist()
+
+    def load(self, positions: Sequence[int] | np.ndarray) -> list[Record]:
+        """The records at `positions`, read back from the file, in that order."""
+        p = np.asarray(positions, dtype=np.int64)
+        return self.reader.read(self.offsets[p], self.lengths[p], self.lines[p])
+
+    def length_order(self) -> np.ndarray:
+        """Positions ordered by text size, then id: records of like length batch together
+        (little padding), in an order that does not depend on the file's."""
+        table = pa.table({"size": self.sizes, "id": self.ids})
+        keys = [("size", "ascending"), ("id", "ascending")]
+        return pc.sort_indices(table, sort_keys=keys).to_numpy()
+
+    def raise_for_problems(self) -> None:
+        ReadResult([], self.problems, self.format, self.container).raise_for_problems()
+
+
+class LazyRecords(Sequence[Record]):
+    """A `RecordIndex` seen as a sequence of records, each read when it is asked for."""
+
+    def __init__(self, index: RecordIndex):
+        self.index = index
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return self.index.load(range(len(self))[i])
+        return self.index.load([i])[0]
+
+
+def index_records(
+    path: str | os.PathLike[str],
+    image_root: str | os.PathLike[str] | None = None,
+    *,
+    check_images: bool = True,
+) -> RecordIndex:
+    """Validate every record of a JSONL or JSON-array file, streamed; keep where each is."""
+    out = _Collector(None)
+    scan = scan_file(Path(path), image_root, check_images, out)
+    columns = _Columns()
+    for entry, record in scan.valid():
+        columns.add(record.id, entry.line, entry.offset, entry.length, _text_size(record))
+    ids, lines, offsets, lengths, sizes = columns.finish()
+    return RecordIndex(
+        _span_reader(scan), ids, lines, offsets, lengths, sizes, out.problems, scan.container
+    )
+
+
+def _span_reader(scan: FileScan) -> SpanReader:
+    return SpanReader(scan.file, scan.format, scan.base)
+
+
+def _text_size(record: Record) -> int:
+    return sum(len(t.text) for t in record.turns)
+
+
+class _Columns:
+    """Index rows gathered in short Python lists, packed into arrays every `_FLUSH` rows."""
+
+    def __init__(self) -> None:
+        self._rows: list[tuple[str, int, int, int, int]] = []
+        self._ids: list[pa.Array] = []
+        self._numbers: list[np.ndarray] = []
+
+    def add(self, rid: str, line: int, offset: int, length: int, size: int) -> None:
+        self._rows.append((rid, line, offset, length, size))
+        if len(self._rows) >= _FLUSH:
+            self._pack()
+
+    def _pack(self) -> None:
+        if not self._rows:
+            return
+        self._ids.append(pa.array([r[0] for r in self._rows], pa.string()))
+        self._numbers.append(np.array([r[1:] for r in self._rows], dtype=np.int64))
+        self._rows = []
+
+    def finish(self) -> tuple[pa.ChunkedArray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        self._pack()
+        ids = pa.chunked_array(self._ids, pa.string())  # chunks: no 2 GiB limit on all ids
+        numbers = np.concatenate(self._numbers) if self._numbers else np.zeros((0, 4), np.int64)
+        return ids, *(np.ascontiguousarray(numbers[:, k]) for k in range(4))
