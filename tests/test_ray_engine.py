@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from cli_helpers import run_cli
@@ -21,6 +22,8 @@ FAST = [
     "--warmup-min-samples", "8", "--warmup-min-steps", "3", "--batch-size", "4",
     "--quiet", "--seed", "0", "--flush-seconds", "0",
 ]  # fmt: skip
+# the optional columns, all made by default (the bench's anchors carry a `group` field)
+VECTORS = ("fold_utility", "group_utility", "sketch")
 RAY = ["--engine", "ray", "--workers", "2"]
 
 
@@ -52,6 +55,12 @@ def same(got, expected):
     assert got["utility"].keys() == expected["utility"].keys()
     for column in ("utility", "loss", "harmful", "tokens", "truncated"):
         assert got[column] == pytest.approx(expected[column], rel=1e-9, abs=1e-12), column
+    ids = sorted(expected["utility"])
+    for column in VECTORS:  # the actors' 2-D columns come back through Ray Data intact
+        want = np.array([expected[column][i] for i in ids])
+        assert want.ndim == 2 and len(want) == len(ids), column
+        have = np.array([got[column][i] for i in ids])
+        np.testing.assert_allclose(have, want, rtol=1e-9, atol=1e-12, err_msg=column)
 
 
 def test_ray_with_two_workers_equals_one_process(bench, local, tmp_path):

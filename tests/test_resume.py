@@ -24,6 +24,8 @@ FAST = [
     "--warmup-min-samples", "8", "--warmup-min-steps", "3", "--batch-size", "4",
     "--flush-seconds", "0", "--quiet", "--seed", "0",
 ]  # fmt: skip
+# the optional columns, all made by default (the bench's anchors carry a `group` field)
+VECTORS = ("fold_utility", "group_utility", "sketch")
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +91,9 @@ def test_killed_twice_resumes_to_the_uninterrupted_result(bench, uninterrupted, 
     assert list(resumed["id"]) == list(whole["id"])
     np.testing.assert_allclose(resumed["utility"], whole["utility"], rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(resumed["loss"], whole["loss"], rtol=1e-6, atol=1e-9)
+    for column in VECTORS:  # the vector columns survive the kills and the parts
+        assert whole[column].ndim == 2 and len(whole[column]) == 48, column
+        np.testing.assert_allclose(resumed[column], whole[column], rtol=1e-6, atol=1e-9)
     assert not out.with_name(out.name + ".parts").exists()  # parts are merged and removed
 
 

@@ -3,6 +3,7 @@ shared proxy; merge refuses a missing, foreign or doubled shard."""
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from cli_helpers import run_cli
@@ -14,6 +15,8 @@ FAST = [
     "--warmup-min-samples", "8", "--warmup-min-steps", "3", "--batch-size", "4",
     "--quiet", "--seed", "0",
 ]  # fmt: skip
+# the optional columns, all made by default (the bench's anchors carry a `group` field)
+VECTORS = ("fold_utility", "group_utility", "sketch")
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +57,12 @@ def test_four_merged_shards_equal_one_process(single, sharded):
     assert four["utility"].keys() == one["utility"].keys()
     for column in ("utility", "loss", "harmful", "tokens", "truncated"):
         assert four[column] == pytest.approx(one[column], rel=1e-9, abs=1e-12), column
+    ids = sorted(one["utility"])
+    for column in VECTORS:  # carried through the shards' parts and the merge
+        expected = np.array([one[column][i] for i in ids])
+        assert expected.ndim == 2 and len(expected) == 30, column
+        got = np.array([four[column][i] for i in ids])
+        np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12, err_msg=column)
 
 
 def test_shards_split_the_pool_and_share_one_proxy(sharded):

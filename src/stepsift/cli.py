@@ -47,6 +47,30 @@ def add_score_parser(sub: argparse._SubParsersAction) -> None:
         help="projection size for --method less",
     )
     p.add_argument(
+        "--anchor-folds",
+        type=int,
+        default=ScoreSettings.anchor_folds,
+        metavar="K",
+        help="also score each candidate on K disjoint anchor folds (fold_utility column; "
+        "what select's reliability and calibrated harmful flags use); 0: off",
+    )
+    p.add_argument(
+        "--anchor-group-field",
+        default=ScoreSettings.anchor_group_field,
+        metavar="NAME",
+        help="anchor records' field naming their group (task, benchmark, ...): a utility per "
+        "group (group_utility column) when the anchors carry it; a dotted NAME reaches into "
+        "nested objects (meta.task); '' turns groups off",
+    )
+    p.add_argument(
+        "--sketch-dim",
+        type=int,
+        default=ScoreSettings.sketch_dim,
+        metavar="D",
+        help="keep a D-dim random projection of each candidate's gradient (sketch column, for "
+        "select --diverse); 0: off",
+    )
+    p.add_argument(
         "--params",
         default=ScoreSettings.params,
         help="parameters the simulated step moves: all, lora, or a regex on their names",
@@ -184,6 +208,9 @@ def run_score(args: argparse.Namespace) -> int:
         method=args.method,
         params=args.params,
         less_dim=args.less_dim,
+        anchor_folds=args.anchor_folds,
+        anchor_group_field=args.anchor_group_field,
+        sketch_dim=args.sketch_dim,
         optimizer=args.optimizer,
         lr=args.lr,
         warmup=WarmupSettings(

@@ -3,7 +3,8 @@
 Layout under `out_dir`:
 
     pool.jsonl     candidates, a fraction of them noisy (see `problems.make_pool`)
-    anchors.jsonl  clean problems on dev-split images (the trusted anchor set)
+    anchors.jsonl  clean problems on dev-split images (the trusted anchor set), each with a
+                   `group` field: its problem template, for per-group utilities
     test.jsonl     clean problems on test-split images (never seen in training)
     images/        one PNG per sample, except near-duplicates that reuse another's file
 
@@ -85,11 +86,14 @@ def write_text_chat(samples: list[Sample], path: Path) -> None:
             f.write(json.dumps(record) + "\n")
 
 
-def _write(samples: list[Sample], jsonl: Path, images: Path) -> None:
+def _write(samples: list[Sample], jsonl: Path, images: Path, grouped: bool = False) -> None:
     bank = load_bank()
     with jsonl.open("w", encoding="utf-8") as f:
         for s in samples:
-            f.write(json.dumps(to_llava(s)) + "\n")
+            record = to_llava(s)
+            if grouped:  # the anchors' group: the problem's template (sum, product, ...)
+                record["group"] = s.meta["task"]
+            f.write(json.dumps(record) + "\n")
             if s.image_of != s.id:
                 continue  # shares another sample's file
             pixels = compose(bank, s.meta["image_indices"])
@@ -118,7 +122,7 @@ def write_benchmark(
     )
     paths.images.mkdir(parents=True, exist_ok=True)
     _write(make_pool(n_pool, noise_rate, noise_mix, seed), paths.pool, paths.images)
-    _write(make_clean(n_anchors, "dev", "anchor", seed), paths.anchors, paths.images)
+    _write(make_clean(n_anchors, "dev", "anchor", seed), paths.anchors, paths.images, True)
     _write(make_clean(n_test, "test", "test", seed), paths.test, paths.images)
     return paths
 

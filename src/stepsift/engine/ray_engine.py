@@ -41,7 +41,8 @@ class ScoreActor:
         anchor_records = read_records(Path(anchors), settings.image_root).records
         proxy = load_saved_proxy(Path(proxy_dir))
         proxy.model.to(dtype)
-        self.scorer = Scorer.build(proxy, anchor_records, settings)
+        # the anchor state is computed by the first actor and loaded by the rest
+        self.scorer = Scorer.build(proxy, anchor_records, settings, state_dir=Path(proxy_dir))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = ScoreRows()
@@ -50,14 +51,8 @@ class ScoreActor:
             rows = self.scorer(self.spans.read(*where))
             out.add(vars(rows))
         facts = json.dumps(self.scorer.facts())
-        return {
-            "id": np.array(out.id, dtype=object),
-            "utility": np.array(out.utility, dtype=np.float64),
-            "loss": np.array(out.loss, dtype=np.float64),
-            "tokens": np.array(out.tokens, dtype=np.int64),
-            "truncated": np.array(out.truncated, dtype=bool),
-            FACTS: np.array([facts] * len(out), dtype=object),
-        }
+        # every column, the optional ones (fold_utility, sketch, ...) as 2-D arrays
+        return {**out.to_numpy(), FACTS: np.array([facts] * len(out), dtype=object)}
 
 
 def start_ray(address: str | None) -> bool:

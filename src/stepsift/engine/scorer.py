@@ -7,13 +7,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from stepsift.data.record import Record
-from stepsift.engine.store import ScoreRows
+from stepsift.engine.anchor_state import load_or_build, state_fingerprint, state_path
+from stepsift.engine.store import OPTIONAL_COLUMNS, ScoreRows
 from stepsift.proxy.base import Proxy
+from stepsift.utility.anchor_views import AnchorViews, build_views
 from stepsift.utility.base import UtilityEstimator
-from stepsift.utility.registry import make_estimator
+from stepsift.utility.registry import EXPORTS_STATE, make_estimator
 from stepsift.utility.steps import StepRule, make_step_rule
 
 if TYPE_CHECKING:
@@ -30,36 +33,106 @@ class Scorer:
     estimator: UtilityEstimator
     step_rule: StepRule
 
+    views: AnchorViews | None = None
+    sketch_dim: int = 0
+    state_loaded: bool = False  # whether the anchor state came from the run's saved file
+
     @classmethod
     def build(
-        cls, proxy: Proxy, anchor_records: Sequence[Record], settings: ScoreSettings
+        cls,
+        proxy: Proxy,
+        anchor_records: Sequence[Record],
+        settings: ScoreSettings,
+        state_dir: Path | None = None,
     ) -> Scorer:
         """The run's estimator on `proxy`: the step restricted to --params, the step rule,
-        the anchors collated."""
+        the anchors collated, their folds and groups. With `state_dir` (the run's proxy
+        folder), the estimator's anchor state is loaded from there when an earlier worker
+        saved it for the same proxy, anchors and settings, else computed and saved."""
+        if settings.sketch_dim < 0:
+            raise ValueError(f"--sketch-dim {settings.sketch_dim}: must be 0 (off) or positive")
         proxy.restrict_step(settings.params)
         rule = make_step_rule(settings.optimizer, settings.lr, proxy, DEFAULT_SGD_LR)
         anchors = proxy.collate(anchor_records)
-        estimator = make_estimator(settings.method, proxy, anchors, rule, settings.less_dim)
-        return cls(proxy, estimator, rule)
+        views = build_views(
+            anchor_records, settings.anchor_folds, settings.anchor_group_field, settings.seed
+        )
+        method = settings.method
+
+        def build_estimator(state: dict | None) -> UtilityEstimator:
+            return make_estimator(
+                method, proxy, anchors, rule, settings.less_dim,
+                views=views, sketch_dim=settings.sketch_dim, sketch_seed=settings.seed,
+                state=state,
+            )  # fmt: skip
+
+        loaded = False
+        if state_dir is not None and method in EXPORTS_STATE:
+            decisive = {
+                "params": settings.params,
+                "less_dim": settings.less_dim if method == "less" else None,
+                "dtype": settings.dtype,
+            }
+            fp = state_fingerprint(method, decisive, proxy, anchors, rule)
+            estimator, loaded = load_or_build(
+                state_path(state_dir, method), fp, build_estimator, proxy.device
+            )
+        else:
+            estimator = build_estimator(None)
+        return cls(proxy, estimator, rule, views, settings.sketch_dim, loaded)
 
     def __call__(self, records: Sequence[Record]) -> ScoreRows:
         batch = self.proxy.collate(records)
         result = self.estimator(batch)
         rows = ScoreRows()
+        optional = {
+            name: value.cpu().numpy()
+            for name in OPTIONAL_COLUMNS
+            if (value := getattr(result, name)) is not None
+        }
         rows.extend(
             batch.ids,
             result.utility.tolist(),
             result.loss.tolist(),
             batch.tokens.tolist(),
             batch.truncated.tolist(),
+            **optional,
         )
         return rows
 
     def facts(self) -> dict:
         """What the score file records about the estimator and its step (asked after a
-        batch: some estimators settle a mode on their first one)."""
+        batch: some estimators settle a mode on their first one), and about the optional
+        columns: what they hold, or why they are absent."""
         return {
             "base_anchor_loss": self.estimator.base_anchor_loss,
             **self.step_rule.describe(),
             **self.estimator.describe(),
+            **self.column_facts(),
         }
+
+    def column_facts(self) -> dict:
+        # an estimator that does not declare its columns (a third party's) makes none
+        made = getattr(self.estimator, "columns", frozenset())
+        name = getattr(self.estimator, "name", type(self.estimator).__name__)
+        out: dict = {}
+        views = self.views
+        if views is not None and views.n_folds:
+            if "fold_utility" in made:
+                out["anchor_fold_sizes"] = views.fold_sizes
+            else:
+                out["fold_utility"] = f"not computed by method {name}"
+        if views is not None and views.group_of is not None:
+            if "group_utility" in made:
+                out |= {
+                    "anchor_groups": list(views.groups),
+                    "anchor_group_sizes": views.group_sizes,
+                }
+            else:
+                out["group_utility"] = f"not computed by method {name}"
+        if self.sketch_dim:
+            if "sketch" in made:
+                out |= {"sketch_dim": self.sketch_dim, "sketch_of": "gradient"}
+            else:  # sketch_dim 0: the file has no sketch (the setting asked for one)
+                out |= {"sketch_dim": 0, "sketch": f"not computed by method {name}"}
+        return out

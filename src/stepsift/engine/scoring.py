@@ -41,8 +41,10 @@ from stepsift.proxy.builtin import BuiltinProxy
 from stepsift.proxy.hf_loading import HF_DTYPES, HFOptions
 from stepsift.proxy.loading import is_saved_proxy, load_saved_proxy, open_hf_proxy
 from stepsift.proxy.warmup import WarmupReport, WarmupSettings, warm_up
+from stepsift.utility.anchor_views import DEFAULT_FOLDS, DEFAULT_GROUP_FIELD, build_views
 from stepsift.utility.less import DEFAULT_DIM as LESS_DIM
 from stepsift.utility.registry import ESTIMATORS
+from stepsift.utility.sketch import DEFAULT_DIM as SKETCH_DIM
 
 # The default step is Adam continuing the warm-up's own state at the warm-up's own lr:
 # the step training would really take next, so it needs no scale picked by hand.
@@ -63,6 +65,11 @@ class ScoreSettings:
     method: str = "exact"
     params: str = "all"  # which parameters the simulated step moves: all | lora | REGEX
     less_dim: int = LESS_DIM  # projection size, for --method less only
+    # optional score columns (engine/store.py): K anchor folds (0: none), the anchors'
+    # group field, and the gradient sketch's size D (0: none)
+    anchor_folds: int = DEFAULT_FOLDS
+    anchor_group_field: str = DEFAULT_GROUP_FIELD
+    sketch_dim: int = SKETCH_DIM
     optimizer: str = DEFAULT_OPTIMIZER
     lr: float | None = None  # None: DEFAULT_SGD_LR for SGD, the warm-up's lr for Adam
     warmup: WarmupSettings = field(default_factory=WarmupSettings)
@@ -182,6 +189,9 @@ def decisive_settings(settings: ScoreSettings, candidates: Path, anchors: Path) 
         "method": settings.method,
         "params": settings.params,
         "less_dim": settings.less_dim if settings.method == "less" else None,
+        "anchor_folds": settings.anchor_folds,
+        "anchor_group_field": settings.anchor_group_field,
+        "sketch_dim": settings.sketch_dim,
         "proxy": settings.proxy,
         "optimizer": settings.optimizer,
         "lr": settings.lr,
@@ -267,11 +277,15 @@ def score(candidates: Path, anchors: Path, out: Path, settings: ScoreSettings) -
     start = time.perf_counter()
     if settings.method not in METHODS:
         raise ValueError(f"unknown method {settings.method!r}; choose one of {', '.join(METHODS)}")
+    if settings.sketch_dim < 0:
+        raise ValueError(f"--sketch-dim {settings.sketch_dim}: must be 0 (off) or positive")
     candidates, anchors, out = Path(candidates), Path(anchors), Path(out)
     torch.manual_seed(settings.seed)
     pool, anchor_records, problems = load_inputs(
         candidates, anchors, settings.image_root, settings.skip_invalid
     )
+    # a bad anchor group field or fold count stops the run before any model work
+    build_views(anchor_records, settings.anchor_folds, settings.anchor_group_field, settings.seed)
     decisive = decisive_settings(settings, candidates, anchors)
     files = input_files(candidates, anchors, settings)
     run_id = fingerprint(files, decisive)  # the same for every shard of one run
@@ -323,7 +337,8 @@ def score(candidates: Path, anchors: Path, out: Path, settings: ScoreSettings) -
         proxy_home = shared or store.proxy_dir
         scored = score_on_ray(settings, pool, anchors, proxy_home, todo)
     else:
-        scorer = Scorer.build(proxy, anchor_records, settings)
+        state_dir = shared or store.proxy_dir  # the anchor state is saved once, beside the proxy
+        scorer = Scorer.build(proxy, anchor_records, settings, state_dir=state_dir)
         scored = ((scorer(pool.load(chunk)), scorer.facts()) for chunk in todo)
     pending, last_flush = ScoreRows(), time.monotonic()
     about: dict = {}  # what the estimator says of itself, from whichever engine ran it
@@ -340,7 +355,9 @@ def score(candidates: Path, anchors: Path, out: Path, settings: ScoreSettings) -
         store.write_part(pending)
         bar.close()
     if not about:  # nothing was left to score: ask the estimator once
-        about = Scorer.build(proxy, anchor_records, settings).facts()
+        about = Scorer.build(
+            proxy, anchor_records, settings, state_dir=shared or store.proxy_dir
+        ).facts()
     rows = store.done()  # read the parts once: checked, then merged
     check_finite(rows, candidates)
 
@@ -386,7 +403,7 @@ def remaining(
 
 def finished_summary(out: Path, recorded: dict, problems: list[Problem], start: float):
     """The summary of a run whose score file is already complete."""
-    table = read_scores(out).to_pydict()
+    table = read_scores(out).select(["id", "truncated", "harmful"]).to_pydict()
     return ScoreSummary(
         out=out,
         scored=len(table["id"]),

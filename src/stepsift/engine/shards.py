@@ -19,7 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from stepsift.engine.store import ScoreRows, read_scores, read_settings, write_scores
+from stepsift.engine.store import (
+    ScoreRows,
+    columns_of,
+    read_scores,
+    read_settings,
+    write_scores,
+)
 
 T = TypeVar("T")
 
@@ -105,7 +111,7 @@ def merge(out: Path) -> tuple[int, int]:
             settings = recorded
         elif run != settings.get("run_fingerprint"):
             raise ValueError(f"{path}: made by a run with other inputs or settings than shard 0")
-        t = read_scores(path).to_pydict()
+        t = columns_of(read_scores(path))  # optional vector columns stay Arrow arrays
         if len(t["id"]) != recorded.get("shard_candidates"):
             raise ValueError(
                 f"{path}: holds {len(t['id'])} scores, but the shard was given "

@@ -3,7 +3,12 @@ resumable parts it is assembled from while a run is going.
 
 This module is the only writer of score files. Columns:
   id (string), utility (float64), loss (float64), harmful (bool), tokens (int64),
-  truncated (bool). The run's settings travel in the file's metadata under "stepsift".
+  truncated (bool), and, when the estimator makes them, fold_utility
+  (fixed_size_list<float64>[K]), group_utility (fixed_size_list<float64>[G]) and sketch
+  (fixed_size_list<float32>[D]). The run's settings travel in the file's metadata under
+  "stepsift". Readers must work without the optional columns (old files, estimators
+  that cannot make them: the metadata then says why, e.g. "fold_utility": "not computed
+  by method first-order").
 """
 
 from __future__ import annotations
@@ -32,6 +37,13 @@ SCHEMA = pa.schema(
     ]
 )
 REQUIRED_COLUMNS = ("id", "utility")
+SCALAR_COLUMNS = ("id", "utility", "loss", "tokens", "truncated")  # as ScoreRows holds them
+# optional per-candidate vectors, a fixed width per file: name -> element type
+OPTIONAL_COLUMNS = {
+    "fold_utility": pa.float64(),
+    "group_utility": pa.float64(),
+    "sketch": pa.float32(),
+}
 
 
 @dataclass
@@ -43,33 +55,124 @@ class ScoreRows:
     loss: list[float] = field(default_factory=list)
     tokens: list[int] = field(default_factory=list)
     truncated: list[bool] = field(default_factory=list)
+    # the optional columns, as blocks of rows (each an (n, width) array); empty if absent
+    fold_utility: list[np.ndarray] = field(default_factory=list)
+    group_utility: list[np.ndarray] = field(default_factory=list)
+    sketch: list[np.ndarray] = field(default_factory=list)
 
-    def extend(self, ids, utility, loss, tokens, truncated) -> None:
+    def extend(self, ids, utility, loss, tokens, truncated, **optional) -> None:
+        """Append rows; `optional` may give any of OPTIONAL_COLUMNS, one row per id (an
+        (n, width) array, a list of rows, or Arrow fixed-size lists)."""
+        unknown = set(optional) - set(OPTIONAL_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown score column(s): {', '.join(sorted(unknown))}")
+        ids = list(ids)
+        # checked before anything is appended, so a refused call changes nothing
+        matrices = {k: self._checked(k, optional.get(k), len(ids)) for k in OPTIONAL_COLUMNS}
+        # converted before appending: `rows.add(vars(rows))` must not read what it appends
+        utility, loss = [float(u) for u in utility], [float(x) for x in loss]
+        tokens, truncated = [int(t) for t in tokens], [bool(t) for t in truncated]
         self.id.extend(ids)
-        self.utility.extend(float(u) for u in utility)
-        self.loss.extend(float(x) for x in loss)
-        self.tokens.extend(int(t) for t in tokens)
-        self.truncated.extend(bool(t) for t in truncated)
+        self.utility.extend(utility)
+        self.loss.extend(loss)
+        self.tokens.extend(tokens)
+        self.truncated.extend(truncated)
+        for name, matrix in matrices.items():
+            if matrix is not None:
+                getattr(self, name).append(matrix)
+
+    def _checked(self, name: str, values, n: int) -> np.ndarray | None:
+        if n == 0:
+            return None
+        blocks = getattr(self, name)
+        matrix = as_matrix(values, n, OPTIONAL_COLUMNS[name].to_pandas_dtype(), name)
+        if len(self.id) and (matrix is None) != (not blocks):
+            # a run's rows either all have a column or none do
+            raise ValueError(f"score rows with and without a {name!r} column are being mixed")
+        if matrix is not None and blocks and blocks[0].shape[1] != matrix.shape[1]:
+            raise ValueError(
+                f"{name!r} rows of width {matrix.shape[1]} added to rows of width "
+                f"{blocks[0].shape[1]}"
+            )
+        return matrix
+
+    def matrix(self, name: str) -> np.ndarray | None:
+        """An optional column as one (n, width) array, or None when absent."""
+        blocks = getattr(self, name)
+        if not blocks:
+            return None
+        if len(blocks) > 1:
+            blocks[:] = [np.concatenate(blocks)]
+        return blocks[0]
 
     def add(self, columns: Mapping[str, Sequence]) -> None:
-        """Append rows given as columns by name: a Parquet part's `to_pydict()`, a Ray
+        """Append rows given as columns by name: `columns_of` a Parquet part, a Ray
         batch, or another ScoreRows' `vars()`."""
-        self.extend(*(columns[k] for k in ("id", "utility", "loss", "tokens", "truncated")))
+        optional = {k: columns[k] for k in OPTIONAL_COLUMNS if k in columns}
+        self.extend(*(columns[k] for k in SCALAR_COLUMNS), **optional)
 
     def __len__(self) -> int:
         return len(self.id)
 
+    def to_numpy(self) -> dict[str, np.ndarray]:
+        """Every column as a NumPy array (the optional ones 2-D), e.g. for a Ray batch."""
+        out = {
+            "id": np.array(self.id, dtype=object),
+            "utility": np.array(self.utility, dtype=np.float64),
+            "loss": np.array(self.loss, dtype=np.float64),
+            "tokens": np.array(self.tokens, dtype=np.int64),
+            "truncated": np.array(self.truncated, dtype=bool),
+        }
+        for name in OPTIONAL_COLUMNS:
+            if (m := self.matrix(name)) is not None:
+                out[name] = m
+        return out
+
     def to_table(self) -> pa.Table:
         """The rows as Arrow columns (everything but `harmful`, which depends on a threshold)."""
-        return pa.table(
-            {
-                "id": pa.array(self.id, pa.string()),
-                "utility": pa.array(self.utility, pa.float64()),
-                "loss": pa.array(self.loss, pa.float64()),
-                "tokens": pa.array(self.tokens, pa.int64()),
-                "truncated": pa.array(self.truncated, pa.bool_()),
-            }
-        )
+        columns = {
+            "id": pa.array(self.id, pa.string()),
+            "utility": pa.array(self.utility, pa.float64()),
+            "loss": pa.array(self.loss, pa.float64()),
+            "tokens": pa.array(self.tokens, pa.int64()),
+            "truncated": pa.array(self.truncated, pa.bool_()),
+        }
+        for name, kind in OPTIONAL_COLUMNS.items():
+            if (m := self.matrix(name)) is not None:
+                flat = pa.array(np.ascontiguousarray(m).reshape(-1), kind)
+                columns[name] = pa.FixedSizeListArray.from_arrays(flat, m.shape[1])
+        return pa.table(columns)
+
+
+def as_matrix(values, n: int, dtype, name: str) -> np.ndarray | None:
+    """`values` for n rows as an (n, width) array; None when absent or empty."""
+    if values is None:
+        return None
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if isinstance(values, pa.FixedSizeListArray):
+        if values.null_count:
+            raise ValueError(f"the {name!r} column has null rows")
+        matrix = values.flatten().to_numpy(zero_copy_only=False).reshape(len(values), -1)
+    elif isinstance(values, np.ndarray) and values.ndim == 2:
+        matrix = values
+    elif len(values) == 0:
+        return None
+    elif isinstance(values[0], np.ndarray) and values[0].ndim == 2:  # blocks (from vars())
+        matrix = np.concatenate(list(values))
+    else:  # rows: a list of lists, or an object array of 1-D arrays
+        matrix = np.stack([np.asarray(row) for row in values])
+    if matrix.ndim != 2 or len(matrix) != n:
+        raise ValueError(f"the {name!r} column has {len(matrix)} rows for {n} ids")
+    return np.asarray(matrix, dtype=dtype)
+
+
+def columns_of(table: pa.Table) -> dict:
+    """A score table's columns for `ScoreRows.add`: the scalar ones as lists, the optional
+    ones as Arrow arrays (never as millions of Python floats)."""
+    out: dict = {k: table.column(k).to_pylist() for k in SCALAR_COLUMNS}
+    out |= {k: table.column(k) for k in OPTIONAL_COLUMNS if k in table.column_names}
+    return out
 
 
 def write_scores(rows: ScoreRows, path: Path, harmful_below: float, settings: dict) -> None:
@@ -77,7 +180,9 @@ def write_scores(rows: ScoreRows, path: Path, harmful_below: float, settings: di
     table = rows.to_table()
     harmful = pa.array(np.asarray(rows.utility, dtype=np.float64) < harmful_below)
     table = table.add_column(SCHEMA.get_field_index("harmful"), "harmful", harmful)
-    table = table.cast(SCHEMA.with_metadata({"stepsift": json.dumps(settings, sort_keys=True)}))
+    optional = [table.schema.field(k) for k in OPTIONAL_COLUMNS if k in table.column_names]
+    schema = pa.schema([*SCHEMA, *optional])
+    table = table.cast(schema.with_metadata({"stepsift": json.dumps(settings, sort_keys=True)}))
     atomic_write(Path(path), lambda tmp: pq.write_table(table, tmp))
 
 
@@ -147,7 +252,7 @@ class PartStore:
         """Everything scored so far, from the parts on disk."""
         rows = ScoreRows()
         for part in self._parts():
-            rows.add(pq.read_table(part).to_pydict())
+            rows.add(columns_of(pq.read_table(part)))
         return rows
 
     def write_part(self, rows: ScoreRows) -> None:

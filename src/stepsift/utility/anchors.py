@@ -53,6 +53,17 @@ class AnchorLoss:
             )
         return float(total) / self.n
 
+    def per_anchor(self, params: Params) -> tuple[float, Tensor]:
+        """L_A (summed exactly as `at` sums it, so bit for bit the same) and each anchor's
+        own loss l_a, shape (n,) float64, at a single parameter set."""
+        with torch.no_grad():
+            parts = [
+                self.proxy.per_sample_loss(params, part).double()
+                for part in self.chunks(self.max_sequences)
+            ]
+            total = sum(part.sum() for part in parts)
+        return float(total) / self.n, torch.cat(parts)
+
     def gradient(self, params: Params) -> tuple[Params, float]:
         """g_A, the gradient of L_A at `params`, and L_A there."""
         total: Params = {n: torch.zeros_like(p) for n, p in params.items()}
@@ -81,10 +92,36 @@ class AnchorLoss:
         after = [self.at(params) for params in sets]
         return torch.tensor(after, dtype=torch.float64, device=self.proxy.device)
 
-    def _at_stack_vmap(self, stacked: Params, n_sets: int) -> Tensor:
+    def at_stack_per_anchor(self, stacked: Params, n_sets: int) -> tuple[Tensor, Tensor]:
+        """`at_stack` (the same values, bit for bit) and each anchor's loss at each set:
+        shapes (n_sets,) and (n_sets, n), float64."""
+        if self._strategy() == "vmap":
+            return self._at_stack_vmap(stacked, n_sets, per_anchor=True)
+        sets = ({name: v[i] for name, v in stacked.items()} for i in range(n_sets))
+        means, each = zip(*(self.per_anchor(params) for params in sets), strict=True)
+        device = self.proxy.device
+        return torch.tensor(means, dtype=torch.float64, device=device), torch.stack(each)
+
+    def _strategy(self) -> str:
+        if self.strategy == "auto":
+            return "vmap" if self.proxy.device.type == "cuda" else "loop"
+        return self.strategy
+
+    def _summed_and_each(self, params: Params, tensors: dict[str, Tensor]):
+        losses = self.proxy.per_sample_loss(params, tensors)
+        return losses.sum(), losses
+
+    def _at_stack_vmap(self, stacked: Params, n_sets: int, per_anchor: bool = False):
         # one vmapped call evaluates n_sets x chunk sequences; bound that product
         chunk = max(1, self.max_sequences // max(1, n_sets))
         total = torch.zeros(n_sets, dtype=torch.float64, device=self.proxy.device)
+        if per_anchor:  # the same sum inside the vmap as below, plus the losses it sums
+            each = []
+            for part in self.chunks(chunk):
+                summed, losses = vmap(self._summed_and_each, in_dims=(0, None))(stacked, part)
+                total += summed.double()
+                each.append(losses.double())
+            return total / self.n, torch.cat(each, dim=1)
         for part in self.chunks(chunk):
             total += vmap(self.summed, in_dims=(0, None))(stacked, part).double()
         return total / self.n

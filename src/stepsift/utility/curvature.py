@@ -35,6 +35,7 @@ from stepsift.proxy.base import Batch, Params, Proxy
 from stepsift.utility.anchors import expand_at_shared_step
 from stepsift.utility.base import UtilityResult
 from stepsift.utility.gradients import per_sample_grads
+from stepsift.utility.sketch import GradientSketch
 from stepsift.utility.steps import StepRule
 
 DEFAULT_LABEL_DRAWS = 16  # set-up only: more draws, less sketch noise, same cost per candidate
@@ -94,6 +95,25 @@ class GGNSketch:
         if rank is not None and rank < self.size:
             self._truncate(rank)
 
+    @classmethod
+    def from_state(cls, state: dict, device) -> GGNSketch:
+        """The sketch another worker built (`export`), without recomputing it."""
+        sketch = cls.__new__(cls)
+        sketch.vectors = {n: v.to(device) for n, v in state["vectors"].items()}
+        sketch.size, sketch.hashed = int(state["size"]), bool(state["hashed"])
+        sketch.label_draws = int(state["label_draws"])
+        sketch.trace_kept = float(state["trace_kept"])
+        return sketch
+
+    def export(self) -> dict:
+        return {
+            "vectors": self.vectors,
+            "size": self.size,
+            "hashed": self.hashed,
+            "label_draws": self.label_draws,
+            "trace_kept": self.trace_kept,
+        }
+
     def _truncate(self, rank: int) -> None:
         """Keep the top `rank` directions of Sᵀ S: W = U_rᵀ S from S Sᵀ = U Λ Uᵀ."""
         gram = None
@@ -151,9 +171,25 @@ class CurvatureUtility:
         max_bytes: int = DEFAULT_MAX_BYTES,
         seed: int = 0,
         rank: int | None = DEFAULT_RANK,
+        sketch_dim: int = 0,
+        sketch_seed: int = 0,
+        state: dict | None = None,
     ):
         self.proxy, self.step_rule = proxy, step_rule
         self.params = proxy.step_parameters()
+        # the gradient sketch (a column of the score file), not the GGN sketch
+        self.gradient_sketch = (
+            GradientSketch(self.params, sketch_dim, sketch_seed) if sketch_dim else None
+        )
+        self.columns = frozenset({"sketch"} if self.gradient_sketch else ())
+        if state is not None:  # the anchor direction and GGN sketch another worker built
+            device = proxy.device
+            self.shared = {n: state["shared"][n].to(device) for n in self.params}
+            self.anchor_grad = {n: state["anchor_grad"][n].to(device) for n in self.params}
+            self.base_anchor_loss = float(state["base_anchor_loss"])
+            self.offset = float(state["offset"])
+            self.sketch = GGNSketch.from_state(state["ggn"], device)
+            return
         expansion = expand_at_shared_step(proxy, anchors, self.params, step_rule)
         self.shared, self.anchor_grad = expansion.shared, expansion.anchor_grad
         self.base_anchor_loss, self.offset = expansion.base_loss, expansion.offset
@@ -170,7 +206,18 @@ class CurvatureUtility:
                 for n, d in own.items()
             )
             utility = self.offset - linear - 0.5 * self.sketch.quadratic(own)
-        return UtilityResult(utility=utility, loss=losses.double())
+            sketch = self.gradient_sketch(grads) if self.gradient_sketch is not None else None
+        return UtilityResult(utility=utility, loss=losses.double(), sketch=sketch)
+
+    def export_state(self) -> dict:
+        """The anchor direction, constants and GGN sketch, for a worker to load."""
+        return {
+            "shared": self.shared,
+            "anchor_grad": self.anchor_grad,
+            "base_anchor_loss": self.base_anchor_loss,
+            "offset": self.offset,
+            "ggn": self.sketch.export(),
+        }
 
     def describe(self) -> dict:
         return {

@@ -94,16 +94,41 @@ class FirstOrderUtility:
 
     name = "first-order"
 
-    def __init__(self, proxy: Proxy, anchors: Batch, step_rule: StepRule, mode: str = "auto"):
+    # no per-anchor values (one direction for all anchors) and no per-sample gradients
+    columns: frozenset[str] = frozenset()
+
+    def __init__(
+        self,
+        proxy: Proxy,
+        anchors: Batch,
+        step_rule: StepRule,
+        mode: str = "auto",
+        state: dict | None = None,
+    ):
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
         self.proxy = proxy
         self.params = proxy.step_parameters()
+        self.mode = mode  # "auto" settles on "jvp" or "fd" at the first batch
+        if state is not None:  # the anchor direction another worker computed
+            self.base_anchor_loss = float(state["base_anchor_loss"])
+            self.offset = float(state["offset"])
+            self.scale = float(state["scale"])
+            self.direction = {n: state["direction"][n].to(proxy.device) for n in self.params}
+            return
         expansion = expand_at_shared_step(proxy, anchors, self.params, step_rule)
         self.base_anchor_loss = expansion.base_loss
         self.offset = expansion.offset  # exact: 0 for SGD
         self.direction, self.scale = linearise(step_rule, expansion.anchor_grad)
-        self.mode = mode  # "auto" settles on "jvp" or "fd" at the first batch
+
+    def export_state(self) -> dict:
+        """The anchor direction and constants, for a worker to load instead of recomputing."""
+        return {
+            "base_anchor_loss": self.base_anchor_loss,
+            "offset": self.offset,
+            "scale": self.scale,
+            "direction": self.direction,
+        }
 
     def directional(self, tensors: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
         direction = self.direction

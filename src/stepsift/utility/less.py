@@ -6,6 +6,11 @@ gradient: the raw gradient for SGD, Adam's preconditioned update from the warm-u
 as in LESS) and each anchor's gradient are projected to `dim` dimensions by one seeded
 Rademacher matrix, and the candidate's score is the mean over anchors of their cosine.
 
+With anchor views (utility/anchor_views.py) the per-anchor cosines are averaged per
+fold and per group instead of over all anchors only: a fold's "utility" is then its mean
+cosine, like the score. The anchors' projected directions are the estimator's anchor
+state (`export_state`): a worker given that state does not recompute them.
+
 The projection is dense, as in LESS's own code (TRAK's projector). The matrix is kept
 in float32 when that fits in `cache_bytes`, else as int8 signs when those fit, else its
 blocks are regenerated from their seeds at every batch (bounded memory, more time).
@@ -17,8 +22,10 @@ import torch
 from torch import Tensor
 
 from stepsift.proxy.base import Batch, Params, Proxy
+from stepsift.utility.anchor_views import AnchorViews
 from stepsift.utility.base import UtilityResult
 from stepsift.utility.gradients import per_sample_grads
+from stepsift.utility.sketch import GradientSketch
 from stepsift.utility.steps import AdamStep, StepRule
 
 DEFAULT_DIM = 8192  # LESS's default projection size
@@ -71,6 +78,10 @@ class LessScore:
         dim: int = DEFAULT_DIM,
         seed: int = 0,
         max_sequences: int = 64,
+        views: AnchorViews | None = None,
+        sketch_dim: int = 0,
+        sketch_seed: int = 0,
+        state: dict | None = None,
     ):
         if isinstance(step_rule, AdamStep) and not step_rule.state:
             raise ValueError(
@@ -81,6 +92,17 @@ class LessScore:
         self.params = proxy.step_parameters()
         n_params = sum(p.numel() for p in self.params.values())
         self.projection = RademacherProjection(n_params, dim, seed)
+        self.views = views if views is not None and not views.empty else None
+        if self.views is not None:
+            self.weights = self.views.weights(device=proxy.device)
+        self.sketch = GradientSketch(self.params, sketch_dim, sketch_seed) if sketch_dim else None
+        self.columns = frozenset(
+            (self.views.columns if self.views else set()) | ({"sketch"} if self.sketch else set())
+        )
+        if state is not None:
+            self.anchor_dirs = state["anchor_dirs"].to(proxy.device)
+            self.base_anchor_loss = float(state["base_anchor_loss"])
+            return
         anchor_dirs, losses = [], []
         for s in range(0, len(anchors), max_sequences):
             part = anchors.select(slice(s, s + max_sequences))
@@ -97,8 +119,23 @@ class LessScore:
             # the direction the optimizer would move: minus its update
             update = {n: -d for n, d in self.step_rule(grads).items()}
             projected = unit_rows(self.projection(flatten(update)))
-            score = (projected @ self.anchor_dirs.T).mean(dim=1)
-        return UtilityResult(utility=score.double(), loss=losses.double())
+            cosines = projected @ self.anchor_dirs.T  # (B, n_anchors)
+            score = cosines.mean(dim=1)
+            folds = groups = None
+            if self.views is not None:
+                folds, groups = self.views.split(cosines.double() @ self.weights)
+            sketch = self.sketch(grads) if self.sketch is not None else None
+        return UtilityResult(
+            utility=score.double(),
+            loss=losses.double(),
+            fold_utility=folds,
+            group_utility=groups,
+            sketch=sketch,
+        )
+
+    def export_state(self) -> dict:
+        """What the anchors contribute, for a worker to load instead of recomputing."""
+        return {"anchor_dirs": self.anchor_dirs, "base_anchor_loss": self.base_anchor_loss}
 
     def describe(self) -> dict:
         return {"less_dim": self.projection.dim, "score": "mean cosine, not a loss drop"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from stepsift.proxy.base import Batch, Proxy
+from stepsift.utility.anchor_views import AnchorViews
 from stepsift.utility.base import UtilityEstimator
 from stepsift.utility.curvature import CurvatureUtility
 from stepsift.utility.exact import ExactUtility
@@ -18,12 +19,41 @@ ESTIMATORS = {
 }
 
 
+# What each estimator can add to a score (the optional columns, see utility/base.py):
+# per-anchor values (so fold and group utilities) and per-sample gradients (so a sketch).
+# first-order has neither: one directional derivative along the mean anchor direction.
+VIEWS = ("exact", "less")
+SKETCH = ("exact", "curvature", "less")
+# those whose anchor state (`export_state`) a worker can load instead of recomputing
+EXPORTS_STATE = ("first-order", "curvature", "less")
+
+
 def make_estimator(
-    method: str, proxy: Proxy, anchors: Batch, step_rule: StepRule, less_dim: int = DEFAULT_DIM
+    method: str,
+    proxy: Proxy,
+    anchors: Batch,
+    step_rule: StepRule,
+    less_dim: int = DEFAULT_DIM,
+    views: AnchorViews | None = None,
+    sketch_dim: int = 0,
+    sketch_seed: int = 0,
+    state: dict | None = None,
 ) -> UtilityEstimator:
-    """The estimator `method` names, set up against the anchors."""
+    """The estimator `method` names, set up against the anchors (or from `state`, what
+    an earlier `export_state` of the same estimator on the same anchors returned). Views
+    and the sketch are passed to the estimators that can use them, and ignored by the
+    others, which then leave those columns out (their `columns` says so)."""
     if method not in ESTIMATORS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(ESTIMATORS)}")
+    kwargs: dict = {}
+    if method in VIEWS:
+        kwargs["views"] = views
+    if method in SKETCH:
+        kwargs |= {"sketch_dim": sketch_dim, "sketch_seed": sketch_seed}
+    if state is not None:
+        if method not in EXPORTS_STATE:
+            raise ValueError(f"method {method!r} has no anchor state to load")
+        kwargs["state"] = state
     if method == "less":
-        return LessScore(proxy, anchors, step_rule, dim=less_dim)
-    return ESTIMATORS[method](proxy, anchors, step_rule)
+        return LessScore(proxy, anchors, step_rule, dim=less_dim, **kwargs)
+    return ESTIMATORS[method](proxy, anchors, step_rule, **kwargs)
