@@ -49,13 +49,21 @@ def stepsift(*argv: str | Path) -> list[str]:
 
 def peak_mb(argv: list[str]) -> tuple[float, float]:
     """Run `argv` in a fresh process under this script's `--probe`; (seconds, peak MB)."""
+    seconds, mb, _ = run_cli(argv)
+    return seconds, mb
+
+
+def run_cli(argv: list[str]) -> tuple[float, float, str]:
+    """Run `stepsift ARGV` in a fresh, single-threaded process under this script's
+    `--probe`; (seconds, peak MB, what it printed). Other scripts time commands with it."""
     start = time.perf_counter()
     out = subprocess.run(
         [sys.executable, __file__, "--probe", json.dumps(argv)],
         check=True, capture_output=True, text=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     ).stdout  # fmt: skip
-    return time.perf_counter() - start, float(out.strip().splitlines()[-1])
+    lines = out.strip().splitlines()
+    return time.perf_counter() - start, float(lines[-1]), "\n".join(lines[:-1])
 
 
 def probe(argv: list[str]) -> None:

@@ -242,6 +242,8 @@ def test_registry_runs_every_selector(proxy: BuiltinProxy, pool: list[Record]) -
     inputs = SelectorInputs(pool, scores=scores, proxy=proxy, batch_size=16)
     for name, selector in SELECTORS.items():
         assert selector.description
+        if name in ("ost_auto", "ost_diverse"):
+            continue  # their own budgets and inputs: tests/test_diverse.py
         res = selector(inputs, 0.5)
         assert isinstance(res, SelectionResult) and res.name == name
         assert set(res.kept_ids) <= set(ids) and res.n_pool == 40

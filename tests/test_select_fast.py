@@ -86,3 +86,30 @@ def test_select_uses_the_fast_path_and_changed_bytes_take_the_full_one(
                   "--out", tmp_path / "b.jsonl")  # fmt: skip
     assert run.rc == 0 and calls == [1]
     assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
+
+
+@pytest.mark.parametrize(
+    "keep, order, drop, policy",
+    [
+        ("auto", "input", False, topk.Policy()),
+        ("300-tokens", "utility", True, topk.Policy(harmful="threshold")),
+        ("50%", "utility", False, topk.Policy(diverse=True)),
+        ("auto", "input", True, topk.Policy(diverse=True, correction="bh")),
+    ],
+)
+def test_fast_path_agrees_with_budgets_diverse_and_calibrated_flags(
+    scored, tmp_path, keep, order, drop, policy
+):
+    """Issue 7's options on a real score file (with whatever optional columns `score`
+    wrote): the fast path still writes what the full path writes."""
+    pool, scores = scored
+    columns = pq.read_schema(scores).names
+    if policy.diverse and "sketch" not in columns:
+        pytest.skip("this score file has no sketch column")
+    got = fast.fast_select(pool, scores, topk.parse_keep(keep), tmp_path / "fast.jsonl",
+                           drop, order, True, policy)  # fmt: skip
+    assert got is not None
+    plan = topk.plan_selection(pool, scores, keep, drop, True, order, None, policy)
+    write_records(plan.records, tmp_path / "full.jsonl", container=plan.container)
+    assert got == plan.selection and got.kept_ids
+    assert (tmp_path / "fast.jsonl").read_bytes() == (tmp_path / "full.jsonl").read_bytes()

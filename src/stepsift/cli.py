@@ -17,7 +17,7 @@ from stepsift.engine.scoring import (
 from stepsift.engine.shards import Shard, merge
 from stepsift.proxy.hf_loading import HF_DTYPES, HFOptions
 from stepsift.proxy.warmup import WarmupSettings
-from stepsift.select.topk import parse_keep, select
+from stepsift.select.topk import HARMFUL_MODES, Policy, parse_keep, select
 from stepsift.utility.steps import OPTIMIZERS
 
 EXIT_BAD_INPUT = 2
@@ -245,7 +245,42 @@ def add_select_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("select", help="write the top candidates by utility, in the input's format")
     p.add_argument("candidates", type=Path)
     p.add_argument("--scores", type=Path, required=True)
-    p.add_argument("--keep", required=True, help="20%%, 0.2 or a count such as 5000")
+    p.add_argument(
+        "--keep",
+        required=True,
+        help="20%%, 0.2, a count such as 5000, a token budget (2M-tokens, 500k-tokens: "
+        "supervised tokens from the score file), or auto (the knee of cumulative utility "
+        "against tokens over the positive-utility candidates; select prints the cut and why)",
+    )
+    p.add_argument(
+        "--diverse",
+        action="store_true",
+        help="set-wise greedy selection that leaves out near-duplicates of better candidates "
+        "(their gradient sketches' similarity takes away their gain); needs the score "
+        "file's `sketch` column",
+    )
+    p.add_argument(
+        "--harmful",
+        choices=HARMFUL_MODES,
+        default="auto",
+        help="which candidates are harmful: calibrated (utility below 0 beyond the anchors' "
+        "noise, from the fold_utility column), threshold (utility < the score run's "
+        "--harmful-below), auto (calibrated when the file has fold_utility, else the "
+        "file's own harmful column)",
+    )
+    p.add_argument(
+        "--harmful-level",
+        type=float,
+        default=0.05,
+        help="one-sided significance level of calibrated harmful flags (default 0.05)",
+    )
+    p.add_argument(
+        "--harmful-correction",
+        choices=("none", "bh"),
+        default="none",
+        help="bh: control the false discovery rate of the calibrated flags over the whole "
+        "pool (Benjamini-Hochberg) instead of each flag's level",
+    )
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--drop-harmful", action="store_true", help="never keep a harmful candidate")
     p.add_argument(
@@ -288,6 +323,12 @@ def run_select(args: argparse.Namespace) -> int:
         skip_invalid=args.skip_invalid,
         order=args.order,
         image_root=args.image_root,
+        policy=Policy(
+            harmful=args.harmful,
+            level=args.harmful_level,
+            correction=args.harmful_correction,
+            diverse=args.diverse,
+        ),
     )
     keep = parse_keep(args.keep)
     info = None
@@ -300,6 +341,8 @@ def run_select(args: argparse.Namespace) -> int:
             args.candidates, args.scores, keep, args.out, args.llamafactory_info, **options
         )
     print("\n".join(selection.lines()))
+    for warning in selection.warnings:
+        print(f"stepsift select: warning: {warning}", file=sys.stderr)
     print(f"wrote {args.out}")
     if info is not None:
         for warning in info.warnings:
@@ -358,6 +401,20 @@ def _words(text: str) -> tuple[str, ...]:
     return tuple(w.strip() for w in text.split(",") if w.strip())
 
 
+def _noise_mix(text: str) -> dict[str, float]:
+    """'near_duplicate=6,misread=1' -> {"near_duplicate": 6.0, "misread": 1.0}."""
+    out: dict[str, float] = {}
+    for part in _words(text):
+        name, sep, value = part.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise argparse.ArgumentTypeError(f"--noise-mix: expected TYPE=WEIGHT, got {part!r}")
+    return out
+
+
 def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     from stepsift.bench.runner import METHODS as BENCH_METHODS
     from stepsift.bench.runner import BenchConfig
@@ -396,6 +453,14 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--noise", type=_floats, default=d.noise_rates, help="noise rate(s), e.g. 0,0.2,0.4,0.6"
     )
+    p.add_argument(
+        "--noise-mix",
+        type=_noise_mix,
+        default=d.noise_mix,
+        help="weights of the noise types, e.g. near_duplicate=6,misread=1,arithmetic=1 "
+        "(unnamed types 0; default: all equal). A near-duplicate-heavy pool: "
+        "near_duplicate=6 with the others 1",
+    )
     p.add_argument("--pool", type=int, default=d.pool_size, help="candidate pool size")
     p.add_argument("--test", type=int, default=d.n_test, help="test set size")
     p.add_argument("--epochs", type=int, default=d.epochs, help="protocol A's epochs (B: full's)")
@@ -425,6 +490,7 @@ def run_bench(args: argparse.Namespace) -> int:
             protocols=args.protocols,
             seeds=args.seeds,
             noise_rates=args.noise,
+            noise_mix=args.noise_mix,
             pool_size=args.pool,
             n_test=args.test,
             epochs=args.epochs,

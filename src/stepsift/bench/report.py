@@ -59,6 +59,9 @@ def group_runs(rows: list[dict]) -> list[dict]:
                 "total_seconds": float(train.mean() + select.mean()),
                 "train_samples": float(np.mean([r["train_samples"] for r in rs])),
                 "wrong_share": float(np.mean([r["wrong_share"] for r in rs])),
+                "redundant_share": float(
+                    np.mean([r.get("redundant_share", float("nan")) for r in rs])
+                ),
             }
         )
     order = {"full": 0, "random": 1, "judge": 2, "deita": 3, "ifd": 4, "high_loss": 5}
@@ -71,6 +74,8 @@ def label(g: dict) -> str:
         return g["method"]
     if g["method"] == "random":
         return f"random {g['keep']:.0%}"
+    if g["method"] == "ost_auto":
+        return "ost_auto (auto budget)"
     return f"{g['method']} top-{g['keep']:.0%}"
 
 
@@ -87,13 +92,16 @@ def results_table(groups: list[dict], noise: float, protocol: str, base: float) 
         f"Protocol {protocol} ({'same epochs' if protocol == 'A' else 'same steps as full'}), "
         f"noise {noise:.0%}, {n_seeds} seed(s); base accuracy {base * 100:.1f}",
         "",
-        "| method | data kept | wrong in kept | accuracy | gain over base | training s | total s |",
-        "|---|---|---|---|---|---|---|",
+        "| method | data kept | wrong in kept | repeats in kept | accuracy | gain over base "
+        "| training s | total s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for g in rows:
+        repeats = g.get("redundant_share", float("nan"))
         lines.append(
             f"| {label(g)} | {g['keep']:.0%} ({g['train_samples']:.0f}) | "
-            f"{g['wrong_share']:.0%} | {g['accuracy'] * 100:.1f}{_sd(g['accuracy_sd'])} | "
+            f"{g['wrong_share']:.0%} | {'' if math.isnan(repeats) else f'{repeats:.0%}'} | "
+            f"{g['accuracy'] * 100:.1f}{_sd(g['accuracy_sd'])} | "
             f"{g['gain'] * 100:+.1f} | {g['train_seconds']:.0f} | {g['total_seconds']:.0f} |"
         )
     return "\n".join(lines)
@@ -123,7 +131,58 @@ def detection_table(det: dict) -> str:
         f"OST `harmful` flags: {det['harmful_flagged']}, of which wrong: "
         f"{det['harmful_precision']:.1%} (pool: {det['wrong_share_pool']:.1%})",
     ]
-    return "\n".join(lines)
+    return "\n".join(lines + diagnostics_lines(det))
+
+
+def diagnostics_lines(det: dict) -> list[str]:
+    """Harmful flags before and after calibration, anchor reliability, per-group utility."""
+    out: list[str] = []
+    rules = [
+        ("harmful_negative", "utility < 0 (before calibration)"),
+        ("harmful_calibrated", "calibrated: below 0 beyond chance, one-sided 0.05"),
+        ("harmful_calibrated_bh", "calibrated, Benjamini-Hochberg FDR 0.05"),
+    ]
+    present = [(k, name) for k, name in rules if k in det]
+    if present:
+        out += [
+            "",
+            "Harmful flags against the injected noise (wrong = not clean, not a near-duplicate):",
+            "",
+            "| rule | flagged | precision | recall |",
+            "|---|---|---|---|",
+        ]
+        for key, name in present:
+            q = det[key]
+            out.append(
+                f"| {name} | {q['flagged']} | {_pct(q['precision'])} | {_pct(q['recall'])} |"
+            )
+    rel = det.get("reliability")
+    if rel:
+        out += [
+            "",
+            f"Anchor reliability ({rel['n_anchors']} anchors, {rel['n_splits']} random "
+            f"split-halves of the folds): split-half Spearman {rel['rho_mean']:.3f} "
+            f"(5-95%: {rel['rho_low']:.3f} .. {rel['rho_high']:.3f}), whole set "
+            f"{rel['full_set_reliability']:.3f} (Spearman-Brown)"
+            + (f"; warning: {rel['warning']}" if rel.get("warning") else ""),
+        ]
+    groups = det.get("group_utility")
+    if groups:
+        names = groups["groups"]
+        out += [
+            "",
+            "Mean utility towards each anchor group (x 1e3), by noise type of the candidate:",
+            "",
+            "| candidates | " + " | ".join(names) + " |",
+            "|---" * (len(names) + 1) + "|",
+        ]
+        for tag, values in groups["by_noise"].items():
+            out.append(f"| {tag} | " + " | ".join(f"{v * 1e3:.3f}" for v in values) + " |")
+    return out
+
+
+def _pct(x: float) -> str:
+    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.1%}"
 
 
 def sweep_table(groups: list[dict], context: dict, protocol: str) -> str:

@@ -55,20 +55,32 @@ from stepsift.data import read_records
 from stepsift.data.atomic import atomic_write_text
 from stepsift.data.record import Record
 from stepsift.engine.scoring import ScoreSettings, score
-from stepsift.engine.store import read_scores
+from stepsift.engine.store import read_scores, read_settings
 from stepsift.proxy.builtin import BuiltinProxy
 from stepsift.proxy.warmup import WarmupSettings
 
-METHODS = ("full", "random", "ost", "ost_drop_harmful", "high_loss", "ifd", "deita", "judge")
+METHODS = (
+    "full",
+    "random",
+    "ost",
+    "ost_drop_harmful",
+    "high_loss",
+    "ifd",
+    "deita",
+    "judge",
+    "ost_auto",
+    "ost_diverse",
+)
+DEFAULT_METHODS = METHODS[:8]  # the paper's comparison; ost_auto and ost_diverse on request
 PROTOCOLS = ("A", "B")
-SCORE_TABLE_METHODS = ("ost", "ost_drop_harmful", "high_loss")
+SCORE_TABLE_METHODS = ("ost", "ost_drop_harmful", "high_loss", "ost_auto", "ost_diverse")
 PROXY_METHODS = ("ifd", "deita")
 
 
 @dataclass
 class BenchConfig:
     out: Path
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = DEFAULT_METHODS
     # OST's scores come from the exact utility (the method's definition) unless asked;
     # benchmarks/scoring_speed.py measures how closely the fast estimators follow it
     estimator: str = "exact"
@@ -78,6 +90,9 @@ class BenchConfig:
     protocols: tuple[str, ...] = PROTOCOLS
     seeds: tuple[int, ...] = (0, 1, 2)
     noise_rates: tuple[float, ...] = (DEFAULT_NOISE_RATE,)
+    # weights of the noise types (problems.NOISE_TYPES); None: equal. E.g.
+    # {"near_duplicate": 6, ...} for a pool heavy with near-duplicates of clean samples
+    noise_mix: dict[str, float] | None = None
     pool_size: int = 600  # the size measured in benchmarks/RESULTS.md (~40 min, 2 cores)
     n_anchors: int = 100
     n_test: int = 1000
@@ -111,9 +126,9 @@ class BenchConfig:
         keeps what it agrees with)."""
         out: list[tuple[str, float | None]] = []
         for m in self.methods:
-            if m in ("full", "judge"):
+            if m in ("full", "judge", "ost_auto"):
                 out.append((m, None))
-            elif m == "ost":
+            elif m in ("ost", "ost_diverse"):  # set-wise at the same budgets as top-k
                 out += [(m, f) for f in self.fractions]
             elif m == "random":
                 out += [(m, f) for f in self.random_fractions]
@@ -153,13 +168,15 @@ def benchmark_data(cfg: BenchConfig, noise: float) -> BenchmarkPaths:
     """The generated files for one noise rate; written once, then reused (scores depend on
     their bytes, so they are not rewritten on a rerun)."""
     root = cfg.out / f"noise-{round(noise * 100):02d}" / "data"
-    spec = {
+    spec: dict[str, Any] = {
         "n_pool": cfg.pool_size,
         "n_anchors": cfg.n_anchors,
         "n_test": cfg.n_test,
         "noise_rate": noise,
         "seed": cfg.data_seed,
     }
+    if cfg.noise_mix is not None:
+        spec["noise_mix"] = dict(cfg.noise_mix)
     marker = root / "spec.json"
     if marker.is_file() and json.loads(marker.read_text()) == spec:
         return BenchmarkPaths(
@@ -421,6 +438,7 @@ def train_and_evaluate(
         "train_samples": len(subset),
         "train_steps": stats.steps,
         "wrong_share": wrong_share(level.pool, sel.kept_ids),
+        "redundant_share": redundant_share(level.pool, sel.kept_ids),
         "eval_seconds": result.seconds,
     }
 
@@ -431,6 +449,59 @@ def train_and_evaluate(
 def wrong_share(pool: list[Record], kept: list[str]) -> float:
     tags = noise_tags(pool)
     return float(np.mean([tags[i] not in NOT_WRONG for i in kept])) if kept else float("nan")
+
+
+def redundant_share(pool: list[Record], kept: list[str]) -> float:
+    """Share of the kept samples that repeat a problem already kept (a near-duplicate and
+    the clean sample it copies count as one problem)."""
+    if not kept:
+        return float("nan")
+    by_id = {r.id: r for r in pool}
+    sources = [by_id[i].metadata["meta"].get("duplicate_of", i) for i in kept]
+    return 1.0 - len(set(sources)) / len(kept)
+
+
+def flag_quality(flags: np.ndarray, noise: list[str]) -> dict:
+    """How many flags, and their precision and recall against the wrong samples."""
+    wrong = np.array([t not in NOT_WRONG for t in noise])
+    flags = np.asarray(flags, dtype=bool)
+    hits = int((flags & wrong).sum())
+    return {
+        "flagged": int(flags.sum()),
+        "precision": hits / int(flags.sum()) if flags.any() else float("nan"),
+        "recall": hits / int(wrong.sum()) if wrong.any() else float("nan"),
+    }
+
+
+def anchor_diagnostics(path: Path, noise: list[str]) -> dict:
+    """Harmful flags before (utility < 0) and after calibration, anchor reliability, and
+    the mean utility towards each anchor group per noise type, where the score file has the
+    columns (fold_utility, group_utility)."""
+    from stepsift.select.reliability import calibrated_harmful, split_half_reliability
+    from stepsift.select.topk import matrix_column, score_data
+
+    table = read_scores(path)
+    settings = read_settings(path)
+    data = score_data(table, path, settings)
+    out: dict[str, Any] = {"harmful_negative": flag_quality(data.utility < 0, noise)}
+    if data.fold_utility is not None and data.fold_utility.shape[1] >= 2:
+        sizes = data.fold_sizes
+        for name, correction in (("harmful_calibrated", "none"), ("harmful_calibrated_bh", "bh")):
+            flags = calibrated_harmful(data.utility, data.fold_utility, sizes,
+                                       correction=correction)  # fmt: skip
+            out[name] = flag_quality(flags, noise)
+        rel = split_half_reliability(data.fold_utility, sizes)
+        out["reliability"] = asdict(rel)
+    groups = matrix_column(table, "group_utility", path)
+    names = settings.get("anchor_groups")
+    if groups is not None and names:
+        types = sorted(set(noise))
+        tags = np.array(noise)
+        out["group_utility"] = {
+            "groups": list(names),
+            "by_noise": {t: groups[tags == t].mean(axis=0).tolist() for t in types},
+        }
+    return out
 
 
 def detection(level: NoiseLevel, selections: dict[str, SelectionResult]) -> dict:
@@ -460,6 +531,7 @@ def detection(level: NoiseLevel, selections: dict[str, SelectionResult]) -> dict
     out["wrong_share_pool"] = float(np.mean([t not in NOT_WRONG for t in noise]))
     out["harmful_flagged"] = int(sum(table["harmful"]))
     out["harmful_precision"] = harmful_precision(table["harmful"], noise)
+    out.update(anchor_diagnostics(level.scores_path, noise))
     return out
 
 

@@ -8,6 +8,8 @@ that happens (never silently padded), and `select_seconds`, the selector's own m
     random           a uniform random subset (seeded)
     ost              top by one-step utility (the score table of `stepsift score`)
     ost_drop_harmful the same, never keeping a sample scored harmful
+    ost_auto         top by utility, as many as `select --keep auto` keeps (select/budget.py)
+    ost_diverse      the set-wise greedy of `select --diverse` at a keep fraction
     high_loss        highest proxy loss first ("hard examples")
     ifd              Instruction-Following Difficulty (Li et al. 2024) on the proxy
     deita            a DEITA-like score-then-diversity filter (Liu et al. 2024) on the proxy
@@ -41,7 +43,15 @@ from stepsift.data.record import Record, Turn
 from stepsift.engine.store import read_scores
 from stepsift.proxy.base import Proxy
 from stepsift.proxy.byte_tokenizer import PAD
-from stepsift.select.topk import Keep, choose, rank, score_columns
+from stepsift.select.topk import (
+    Keep,
+    Policy,
+    choose,
+    decide,
+    rank,
+    score_columns,
+    score_data,
+)
 
 
 @dataclass
@@ -119,6 +129,31 @@ def ost_top_k(scores: pa.Table | str | Path, fraction: float) -> SelectionResult
 def ost_drop_harmful(scores: pa.Table | str | Path, fraction: float) -> SelectionResult:
     """The top by utility with harmful ones removed; fewer are kept when the top holds any."""
     return _ost("ost_drop_harmful", scores, fraction, drop=True)
+
+
+def ost_auto(scores: pa.Table | str | Path) -> SelectionResult:
+    """The top by utility, cut where `select --keep auto` cuts (the knee of cumulative utility
+    against tokens over the positive-utility candidates); the cut is in `note`."""
+    start = time.perf_counter()
+    sel = decide(score_data(_table(scores), "scores"), Keep(auto=True))
+    note = next((line for line in sel.notes if line.startswith("auto budget")), "")
+    return SelectionResult(
+        "ost_auto", sel.kept_ids, sel.n_candidates, sel.n_target, time.perf_counter() - start,
+        note,
+    )  # fmt: skip
+
+
+def ost_diverse(scores: pa.Table | str | Path, fraction: float) -> SelectionResult:
+    """`select --diverse` at floor(fraction * n): redundancy-aware greedy on the score
+    table's gradient sketches (select/diverse.py), the same budget as `ost` top-k."""
+    start = time.perf_counter()
+    sel = decide(score_data(_table(scores), "scores"), Keep(fraction=fraction),
+                 policy=Policy(diverse=True))  # fmt: skip
+    note = next((line for line in sel.notes if line.startswith("diverse")), "")
+    return SelectionResult(
+        "ost_diverse", sel.kept_ids, sel.n_candidates, sel.n_target,
+        time.perf_counter() - start, note,
+    )  # fmt: skip
 
 
 def high_loss(scores: pa.Table | str | Path, fraction: float) -> SelectionResult:
@@ -452,6 +487,18 @@ SELECTORS: dict[str, Selector] = _registry(
         lambda x, f, **o: ost_drop_harmful(x.scores, f),
     ),
     Selector(
+        "ost_auto",
+        "top by one-step utility, the automatic budget of `select --keep auto`",
+        ("scores",),
+        lambda x, f, **o: ost_auto(x.scores),
+    ),
+    Selector(
+        "ost_diverse",
+        "set-wise greedy of `select --diverse` (redundancy paid for) at a keep fraction",
+        ("scores",),
+        lambda x, f, **o: ost_diverse(x.scores, f),
+    ),
+    Selector(
         "high_loss",
         "highest proxy loss first (hard examples)",
         ("scores",),
@@ -485,6 +532,8 @@ __all__ = [
     "high_loss",
     "ifd",
     "ifd_scores",
+    "ost_auto",
+    "ost_diverse",
     "ost_drop_harmful",
     "ost_top_k",
     "proxy_embeddings",

@@ -24,7 +24,7 @@ from stepsift.engine.store import (
     read_scores,
     read_settings,
 )
-from stepsift.select.topk import Keep, Selection, choose, score_columns
+from stepsift.select.topk import Keep, Policy, Selection, decide, score_data
 
 BOM = b"\xef\xbb\xbf"
 
@@ -58,6 +58,7 @@ def fast_select(
     drop_harmful: bool = False,
     order: str = "input",
     skip_invalid: bool = False,
+    policy: Policy | None = None,
 ) -> Selection | None:
     """Select as `select` does, when the score file vouches for these exact candidate bytes;
     None when it cannot (then take the full path). A file with records the scoring run
@@ -71,10 +72,11 @@ def fast_select(
         return None
     if file_digest(candidates) != expected:
         return None
-    ids, utility, harmful = score_columns(read_scores(scores))
+    data = score_data(read_scores(scores), scores, settings)
+    ids = data.ids
     if len(set(ids)) != len(ids):
         return None  # the full path names the doubled id
-    selection = choose(ids, utility, harmful, keep, drop_harmful)
+    selection = decide(data, keep, drop_harmful, policy)  # the full path's own decision
     kept = set(selection.kept_ids)
     scored, found = set(ids), 0
     lines: dict[str, str] = {}

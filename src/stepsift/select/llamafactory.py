@@ -47,7 +47,7 @@ from stepsift.data import Record, write_records
 from stepsift.data.atomic import atomic_write_text
 from stepsift.data.formats import PLACEHOLDER, type_name
 
-from .topk import Keep, Selection, plan_selection
+from .topk import Keep, Policy, Selection, plan_selection
 
 DATASET_INFO = "dataset_info.json"
 # Extensions LLaMA-Factory reads with its `json` loader (FILEEXT2TYPE).
@@ -369,6 +369,7 @@ def select_with_dataset_info(
     skip_invalid: bool = False,
     order: str = "input",
     image_root: Path | None = None,
+    policy: Policy | None = None,
 ) -> tuple[Selection, DatasetInfo]:
     """`select`, plus a LLaMA-Factory entry `name` in `dataset_info.json` next to `out`.
 
@@ -386,7 +387,9 @@ def select_with_dataset_info(
             "name the output *.jsonl or *.json"
         )
     read_dataset_info(info_path)  # refuse an unreadable one before writing anything
-    plan = plan_selection(candidates, scores, keep, drop_harmful, skip_invalid, order, image_root)
+    plan = plan_selection(
+        candidates, scores, keep, drop_harmful, skip_invalid, order, image_root, policy
+    )
     entry, warnings = dataset_info_entry(plan.records, out.name)
     base = Path(image_root) if image_root is not None else Path(candidates).parent
     image_warning = relative_image_warning(plan.records, out, base)

@@ -1,39 +1,77 @@
-"""From scores to a subset: keep the top records by utility, written back unchanged."""
+"""From scores to a subset: keep the top records by utility, written back unchanged.
+
+How much is kept (`Keep`): a fraction, a count, a token budget or `auto` (see
+`select/budget.py`); which are harmful (`Policy.harmful`): calibrated against the anchors'
+noise where the score file has `fold_utility` (`select/reliability.py`), else the file's own
+flags; and, with `Policy.diverse`, a set-wise greedy that pays for redundancy
+(`select/diverse.py`). `decide` is the one place all of that happens, for the full path here
+and the fast path (`select/fast.py`) alike, so both choose the same records.
+"""
 
 from __future__ import annotations
 
+import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from stepsift.data import Record, read_records, write_records
-from stepsift.engine.store import read_scores
+from stepsift.engine.store import read_scores, read_settings
+from stepsift.select import budget, diverse, reliability
+
+TOKEN_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "b": 10**9}
+HARMFUL_MODES = ("auto", "calibrated", "threshold")
 
 
 @dataclass(frozen=True)
 class Keep:
-    """How much to keep: a fraction of the candidates or a count."""
+    """How much to keep: a fraction of the candidates, a count, a token budget, or `auto`
+    (the knee of the cumulative-utility curve, `select/budget.py`)."""
 
     fraction: float | None = None
     count: int | None = None
+    tokens: int | None = None  # supervised tokens (the score file's `tokens` column)
+    auto: bool = False
+
+    @property
+    def by_curve(self) -> bool:
+        """True when the size depends on the utility curve, not only on the pool's size."""
+        return self.tokens is not None or self.auto
 
     def size(self, n: int) -> int:
+        if self.by_curve:
+            raise ValueError(f"--keep {self}: the size depends on the scores (see `decide`)")
         if self.count is not None:
             return min(self.count, n)
         # the small epsilon keeps 0.2 * 1000 from flooring to 199 through float error
         return min(n, math.floor(self.fraction * n + 1e-9))
 
     def __str__(self) -> str:
+        if self.auto:
+            return "auto"
+        if self.tokens is not None:
+            return f"{self.tokens:,} tokens"
         return f"{self.fraction * 100:g}%" if self.fraction is not None else str(self.count)
 
 
 def parse_keep(spec: str) -> Keep:
-    """'20%' or '0.2' -> a fraction; '5000' -> a count."""
+    """'20%' or '0.2' -> a fraction; '5000' -> a count; '2M-tokens', '500k-tokens',
+    '1500000-tokens' -> a token budget; 'auto' -> the automatic budget."""
     text = str(spec).strip()
+    if text.lower() == "auto":
+        return Keep(auto=True)
+    t = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kKmMgGbB]?)-tokens", text)
+    if t:
+        tokens = math.floor(float(t.group(1)) * TOKEN_UNITS[t.group(2).lower()] + 1e-6)
+        if tokens <= 0:
+            raise ValueError(f"--keep {spec!r}: a token budget must be at least 1 token")
+        return Keep(tokens=tokens)
     m = re.fullmatch(r"(\d+(?:\.\d+)?)%", text)
     if m:
         fraction = float(m.group(1)) / 100
@@ -44,7 +82,10 @@ def parse_keep(spec: str) -> Keep:
     elif re.fullmatch(r"0?\.\d+|1\.0*", text):
         fraction = float(text)
     else:
-        raise ValueError(f"--keep {spec!r}: give a percentage (20%), a fraction (0.2) or a count")
+        raise ValueError(
+            f"--keep {spec!r}: give a percentage (20%), a fraction (0.2), a count (5000), "
+            "a token budget (2M-tokens, 500k-tokens) or auto"
+        )
     if not 0 < fraction <= 1:
         raise ValueError(f"--keep {spec!r}: the fraction must be in (0, 100%]")
     return Keep(fraction=fraction)
@@ -61,17 +102,22 @@ class Selection:
     n_harmful: int
     utility_min: float
     utility_max: float
+    notes: tuple[str, ...] = ()  # the budget's cut and why, harmful rule, anchor reliability
+    warnings: tuple[str, ...] = ()  # what the user should not overlook (printed to stderr)
+    kept_tokens: int | None = None  # supervised tokens kept, where the file has them
 
     def lines(self) -> list[str]:
         out = [
             f"kept {len(self.kept_ids)} of {self.n_candidates} candidates (target {self.n_target})"
         ]
+        if self.kept_tokens is not None:
+            out.append(f"supervised tokens kept: {self.kept_tokens:,}")
         if self.kept_ids:
             out.append(f"utility range kept: {self.utility_min:.6g} .. {self.utility_max:.6g}")
         out.append(
             f"harmful in pool: {self.n_harmful}; dropped as harmful: {self.n_dropped_harmful}"
         )
-        return out
+        return out + list(self.notes)
 
 
 def score_columns(table: pa.Table) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -84,6 +130,246 @@ def score_columns(table: pa.Table) -> tuple[list[str], np.ndarray, np.ndarray]:
     else:
         harmful = utility < 0
     return ids, utility, harmful
+
+
+def matrix_column(table: pa.Table, name: str, source: Path | str) -> np.ndarray | None:
+    """A fixed-size list column (`fold_utility`, `group_utility`, `sketch`) as an (n, K)
+    float array; None when the table has no such column."""
+    if name not in table.column_names:
+        return None
+    column = table.column(name).combine_chunks()
+    n = len(column)
+    if column.null_count:
+        raise ValueError(f"{source}: column {name!r} has {column.null_count} null row(s)")
+    if pa.types.is_fixed_size_list(column.type):
+        width = column.type.list_size
+    elif pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
+        lengths = np.unique(column.value_lengths().to_numpy(zero_copy_only=False))
+        if len(lengths) > 1:
+            raise ValueError(f"{source}: rows of column {name!r} differ in length {lengths}")
+        width = int(lengths[0]) if len(lengths) else 0
+    else:
+        raise ValueError(f"{source}: column {name!r} is {column.type}, expected a list of floats")
+    values = column.flatten().to_numpy(zero_copy_only=False)
+    return values.reshape(n, width)
+
+
+@dataclass(frozen=True)
+class ScoreData:
+    """What selection reads from a score file."""
+
+    source: str  # the file, for messages
+    ids: list[str]
+    utility: np.ndarray
+    harmful: np.ndarray  # the file's own flags
+    tokens: np.ndarray | None
+    fold_utility: np.ndarray | None
+    table: pa.Table = field(repr=False, compare=False)  # for the columns read on demand
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def sketch(self) -> np.ndarray | None:
+        """(n, D) float32 gradient sketches; read only when set-wise selection asks (at 1M
+        rows and D = 64 they are 256 MB)."""
+        sketch = matrix_column(self.table, "sketch", self.source)
+        return sketch.astype(np.float32) if sketch is not None else None
+
+    @property
+    def fold_sizes(self) -> list[int]:
+        sizes = self.settings.get("anchor_fold_sizes")
+        if self.fold_utility is not None and (
+            not isinstance(sizes, list) or len(sizes) != self.fold_utility.shape[1]
+        ):
+            raise ValueError(
+                f"{self.source}: has fold_utility with {self.fold_utility.shape[1]} folds but "
+                f"its metadata's anchor_fold_sizes is {sizes!r}"
+            )
+        return [int(x) for x in sizes] if sizes is not None else []
+
+
+def score_data(table: pa.Table, source: Path | str, settings: dict | None = None) -> ScoreData:
+    """The columns selection reads, from a score table (optional ones None when absent).
+    `settings` default to the ones the table carries in its schema metadata."""
+    if settings is None:
+        raw = (table.schema.metadata or {}).get(b"stepsift")
+        settings = json.loads(raw) if raw else {}
+    ids, utility, harmful = score_columns(table)
+    tokens = None
+    if "tokens" in table.column_names:
+        tokens = table.column("tokens").to_numpy(zero_copy_only=False).astype(np.int64)
+    return ScoreData(
+        str(source),
+        ids,
+        utility,
+        harmful,
+        tokens,
+        matrix_column(table, "fold_utility", source),
+        table,
+        dict(settings or {}),
+    )
+
+
+def read_score_data(path: Path) -> ScoreData:
+    path = Path(path)
+    return score_data(read_scores(path), path, read_settings(path))
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How `select` decides beyond the budget: harmful flags and set-wise selection."""
+
+    harmful: str = "auto"  # auto: calibrated if the file has fold_utility, else the file's
+    level: float = 0.05  # one-sided level of the calibrated flags
+    correction: str = "none"  # or "bh": Benjamini-Hochberg over the pool
+    diverse: bool = False
+
+    def __post_init__(self) -> None:
+        if self.harmful not in HARMFUL_MODES:
+            raise ValueError(f"--harmful {self.harmful!r}: choose one of {HARMFUL_MODES}")
+        if self.correction not in reliability.CORRECTIONS:
+            raise ValueError(
+                f"--harmful-correction {self.correction!r}: choose one of {reliability.CORRECTIONS}"
+            )
+        if not 0 < self.level < 1:
+            raise ValueError(f"--harmful-level {self.level}: must be in (0, 1)")
+
+
+def harmful_flags(data: ScoreData, policy: Policy) -> tuple[np.ndarray, str]:
+    """The harmful flags `policy` asks for, and a line saying which rule made them."""
+    mode = policy.harmful
+    has_folds = data.fold_utility is not None and data.fold_utility.shape[1] >= 2
+    if mode == "auto":
+        mode = "calibrated" if has_folds else "file"
+    if mode == "calibrated":
+        if not has_folds:
+            raise ValueError(
+                f"{data.source}: --harmful calibrated needs the fold_utility column with 2+ "
+                "anchor folds; `stepsift score` writes it with --anchor-folds K (default 10)"
+            )
+        flags = reliability.calibrated_harmful(
+            data.utility, data.fold_utility, data.fold_sizes, policy.level, policy.correction
+        )
+        rule = f"one-sided t test at {policy.level:g}" + (
+            ", Benjamini-Hochberg over the pool" if policy.correction == "bh" else ""
+        )
+        return flags, (
+            f"harmful: calibrated, utility below 0 beyond the anchors' noise ({rule}, "
+            f"{data.fold_utility.shape[1]} anchor folds): {int(flags.sum())} flagged, against "
+            f"{int((data.utility < 0).sum())} with utility < 0"
+        )
+    if mode == "threshold":
+        below = float(data.settings.get("harmful_below", 0.0))
+        flags = data.utility < below
+        return flags, f"harmful: utility < {below:g} (the score run's --harmful-below)"
+    return data.harmful, "harmful: the score file's own flags"
+
+
+def _ranking_position(order: np.ndarray) -> np.ndarray:
+    position = np.empty(len(order), dtype=np.int64)
+    position[order] = np.arange(len(order))
+    return position
+
+
+def no_sketch_error(source: str) -> ValueError:
+    return ValueError(
+        f"{source}: --diverse needs the score file's `sketch` column (a random projection of "
+        "each candidate's gradient), and this file has none. `stepsift score` writes it with "
+        "--sketch-dim D > 0 (default 64) for the estimators that take per-sample gradients "
+        "(exact, curvature, less); rescore with one of them, or select without --diverse"
+    )
+
+
+def decide(
+    data: ScoreData, keep: Keep, drop_harmful: bool = False, policy: Policy | None = None
+) -> Selection:
+    """Which candidates to keep, and the lines that say why: the whole of `select` but the
+    reading and writing of records. Both the full and the fast path call it."""
+    policy = policy or Policy()
+    ids, utility, n = data.ids, data.utility, len(data.ids)
+    harmful, harmful_line = harmful_flags(data, policy)
+    notes: list[str] = []
+    warnings: list[str] = []
+    order = rank(ids, utility)
+    tokens = data.tokens
+    if keep.by_curve:
+        if keep.tokens is not None and tokens is None:
+            raise ValueError(f"{data.source}: --keep {keep} needs the score file's `tokens` column")
+        cost = tokens if tokens is not None else np.ones(n, dtype=np.int64)
+        curve = budget.utility_curve(ids, utility, cost)
+        if keep.auto:
+            cut = budget.explain_auto_cut(curve)
+            n_target = cut.n
+            if n_target == 0:
+                raise ValueError(
+                    f"{data.source}: --keep auto: no candidate has positive utility, so no "
+                    "subset helps the anchors; give --keep explicitly to keep some anyway"
+                )
+            notes.append(
+                cut.line()
+                + (
+                    ""
+                    if tokens is not None
+                    else " (no tokens column: each candidate counted as cost 1)"
+                )
+            )
+        else:
+            n_target = budget.token_cut(curve, keep.tokens)
+            if n_target == 0:
+                first = int(curve.cum_tokens[0]) if n else 0
+                raise ValueError(
+                    f"--keep {keep}: the budget is smaller than the best candidate's "
+                    f"{first:,} supervised tokens, so nothing fits"
+                )
+            notes.append(
+                f"token budget {keep.tokens:,}: the best {n_target} candidates by utility fit "
+                f"({int(curve.cum_tokens[n_target - 1]):,} tokens)"
+            )
+    else:
+        n_target = keep.size(n)
+    if policy.diverse:
+        if data.sketch is None:
+            raise no_sketch_error(data.source)
+        token_budget = keep.tokens if keep.tokens is not None else None
+        top = diverse.diverse_order(
+            utility,
+            data.sketch,
+            k=None if token_budget is not None else n_target,
+            tokens=tokens,
+            budget_tokens=token_budget,
+            tie=_ranking_position(order),
+        )
+        n_target = len(top)
+        overlap = len(np.intersect1d(top, order[:n_target]))
+        notes.append(
+            f"diverse: redundancy-aware greedy on {data.sketch.shape[1]}-dim gradient "
+            f"sketches; {n_target - overlap} of the {n_target} kept are not in the plain top "
+            f"{n_target} (near-duplicates of better candidates left out)"
+        )
+    else:
+        top = order[:n_target]
+    dropped = 0
+    if drop_harmful:
+        dropped = int(harmful[top].sum())
+        top = top[~harmful[top]]
+    notes.append(harmful_line)
+    if data.fold_utility is not None:
+        rel = reliability.split_half_reliability(data.fold_utility, data.fold_sizes)
+        notes.append(rel.line())
+        if rel.warning:
+            warnings.append(f"anchor set: {rel.warning}")
+    kept_utility = utility[top]
+    return Selection(
+        kept_ids=[ids[i] for i in top],
+        n_candidates=n,
+        n_target=n_target,
+        n_dropped_harmful=dropped,
+        n_harmful=int(harmful.sum()),
+        utility_min=float(kept_utility.min()) if len(top) else math.nan,
+        utility_max=float(kept_utility.max()) if len(top) else math.nan,
+        notes=tuple(notes),
+        warnings=tuple(warnings),
+        kept_tokens=int(tokens[top].sum()) if tokens is not None else None,
+    )
 
 
 def rank(ids: list[str], utility: np.ndarray) -> np.ndarray:
@@ -133,6 +419,7 @@ def plan_selection(
     skip_invalid: bool = False,
     order: str = "input",
     image_root: Path | None = None,
+    policy: Policy | None = None,
 ) -> Plan:
     """Everything `select` does except writing: read, validate, choose, order."""
     keep = parse_keep(keep) if isinstance(keep, str) else keep
@@ -141,9 +428,9 @@ def plan_selection(
     read = read_records(Path(candidates), image_root)
     if not skip_invalid:
         read.raise_for_problems()
-    ids, utility, harmful = score_columns(read_scores(Path(scores)))
-    check_ids_match(ids, [r.id for r in read.records], candidates, scores)
-    selection = choose(ids, utility, harmful, keep, drop_harmful)
+    data = read_score_data(Path(scores))
+    check_ids_match(data.ids, [r.id for r in read.records], candidates, scores)
+    selection = decide(data, keep, drop_harmful, policy)
     by_id = {r.id: r for r in read.records}
     if order == "utility":
         chosen = [by_id[i] for i in selection.kept_ids]
@@ -162,10 +449,14 @@ def select(
     skip_invalid: bool = False,
     order: str = "input",
     image_root: Path | None = None,
+    policy: Policy | None = None,
 ) -> Selection:
     """Write the chosen records of `candidates`, byte-for-byte, in the input's own format.
 
-    `order` is "input" (the file's order) or "utility" (best first). Records are validated
+    `keep` is a fraction, a count, a token budget or `auto` (`parse_keep`); `policy` says
+    how harmful flags are made and whether the selection is set-wise (`Policy`).
+    `order` is "input" (the file's order) or "utility" (best first; with
+    `policy.diverse`, the order the greedy chose them). Records are validated
     as `score` validated them (images included, resolved against `image_root`), so that with
     `skip_invalid` the same records are left out; when the score file vouches for these
     exact JSONL bytes, that validation is trusted and the file is only streamed
@@ -177,11 +468,13 @@ def select(
     if order not in ("input", "utility"):
         raise ValueError(f"unknown order {order!r}; choose 'input' or 'utility'")
     fast = fast_select(
-        Path(candidates), Path(scores), keep, Path(out), drop_harmful, order, skip_invalid
+        Path(candidates), Path(scores), keep, Path(out), drop_harmful, order, skip_invalid, policy
     )
     if fast is not None:
         return fast
-    plan = plan_selection(candidates, scores, keep, drop_harmful, skip_invalid, order, image_root)
+    plan = plan_selection(
+        candidates, scores, keep, drop_harmful, skip_invalid, order, image_root, policy
+    )
     write_records(plan.records, Path(out), container=plan.container)
     return plan.selection
 
