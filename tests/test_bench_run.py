@@ -165,6 +165,8 @@ def test_demo_runs_the_quick_bench_and_hands_over_a_subset(tmp_path: Path) -> No
     subset = (tmp_path / "demo" / "noise-40" / "subset-top20.jsonl").read_text().splitlines()
     assert len(subset) == 8
     assert all(json.loads(line)["conversations"] for line in subset)  # the pool's own format
+    page = (tmp_path / "demo" / "noise-40" / "report" / "report.html").read_text()
+    assert "Most harmful samples" in page and "data:image/png;base64," in page
 
 
 def test_bench_command_rejects_unknown_methods(tmp_path: Path, capsys) -> None:

@@ -503,6 +503,38 @@ def run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_report_parser(sub: argparse._SubParsersAction) -> None:
+    from stepsift.report import DEFAULT_TOP, PAGE_NAME
+
+    p = sub.add_parser(
+        "report", help="write a self-contained HTML page (and PNG plots) about a score file"
+    )
+    p.add_argument("scores", type=Path, help="score file written by `stepsift score`")
+    p.add_argument("--candidates", type=Path, required=True, help="the pool that was scored")
+    p.add_argument("--out", type=Path, required=True, help=f"folder for {PAGE_NAME} and plots")
+    p.add_argument(
+        "--top",
+        type=int,
+        default=DEFAULT_TOP,
+        help="how many of the most harmful and of the most useful samples to show",
+    )
+    p.add_argument(
+        "--image-root",
+        type=Path,
+        default=None,
+        help="as for score: where relative image paths resolve",
+    )
+    p.set_defaults(run=run_report)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from stepsift.report import write_report
+
+    files = write_report(args.scores, args.candidates, args.out, args.top, args.image_root)
+    print("\n".join(files.lines()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stepsift", description="Pick the training data worth training on (one-step utility)."
@@ -513,6 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_merge_parser(sub)
     add_demo_parser(sub)
     add_bench_parser(sub)
+    add_report_parser(sub)
     return parser
 
 

@@ -58,4 +58,11 @@ def run_demo(cfg: BenchConfig) -> list[dict]:
         print(
             "\n".join(summary.lines()) + f"\nwrote {subset} (the pool's format, ready to train on)"
         )
+        # the page a user would look at before training: `stepsift report` on the same scores
+        from stepsift.report import write_report
+
+        report = write_report(
+            paths.root.parent / "scores.parquet", paths.pool, paths.root.parent / "report"
+        )
+        print("\n".join(report.lines()))
     return rows

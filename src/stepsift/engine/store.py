@@ -186,13 +186,15 @@ def write_scores(rows: ScoreRows, path: Path, harmful_below: float, settings: di
     atomic_write(Path(path), lambda tmp: pq.write_table(table, tmp))
 
 
-def read_scores(path: Path) -> pa.Table:
-    """Read a score file and check it has the columns selection needs."""
+def read_scores(path: Path, exclude: Sequence[str] = ()) -> pa.Table:
+    """Read a score file (all columns but `exclude`: a reader with no use for the 64-wide
+    sketch need not pay for it) and check it has the columns selection needs."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: score file not found")
     try:
-        table = pq.read_table(path)
+        names = pq.read_schema(path).names
+        table = pq.read_table(path, columns=[c for c in names if c not in exclude])
     except (pa.ArrowInvalid, OSError) as e:
         raise ValueError(f"{path}: not a readable Parquet score file ({e})") from e
     missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
