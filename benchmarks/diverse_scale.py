@@ -91,7 +91,7 @@ def repeats_kept(kept_file: Path, source: np.ndarray) -> int:
 
 def split_times(scores: Path, fraction: float) -> dict:
     from stepsift.select import diverse
-    from stepsift.select.topk import read_score_data
+    from stepsift.select.score_data import read_score_data
 
     data = read_score_data(scores)
     start = time.perf_counter()

@@ -17,7 +17,8 @@ from stepsift.select.budget import (
     token_cut,
     utility_curve,
 )
-from stepsift.select.topk import Keep, Policy, parse_keep
+from stepsift.select.harmful import Policy
+from stepsift.select.topk import Keep, parse_keep
 
 
 def ids_for(n: int) -> list[str]:

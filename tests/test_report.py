@@ -28,8 +28,9 @@ from PIL import Image
 
 from stepsift.bench.generate import BenchmarkPaths, write_benchmark
 from stepsift.report.page import SECTIONS
+from stepsift.select.harmful import Policy, harmful_flags
 from stepsift.select.reliability import calibrated_harmful, split_half_reliability
-from stepsift.select.topk import Policy, harmful_flags, read_score_data
+from stepsift.select.score_data import read_score_data
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 SECTION_IDS = [sid for sid, _ in SECTIONS]

@@ -14,6 +14,7 @@ from stepsift.bench.problems import make_clean, make_pool
 from stepsift.data import write_records
 from stepsift.engine.store import DIGEST_KEY
 from stepsift.select import fast, topk
+from stepsift.select.harmful import Policy
 
 FAST = [
     "--warmup-min-samples", "8", "--warmup-min-steps", "3", "--batch-size", "8",
@@ -91,10 +92,10 @@ def test_select_uses_the_fast_path_and_changed_bytes_take_the_full_one(
 @pytest.mark.parametrize(
     "keep, order, drop, policy",
     [
-        ("auto", "input", False, topk.Policy()),
-        ("300-tokens", "utility", True, topk.Policy(harmful="threshold")),
-        ("50%", "utility", False, topk.Policy(diverse=True)),
-        ("auto", "input", True, topk.Policy(diverse=True, correction="bh")),
+        ("auto", "input", False, Policy()),
+        ("300-tokens", "utility", True, Policy(harmful="threshold")),
+        ("50%", "utility", False, Policy(diverse=True)),
+        ("auto", "input", True, Policy(diverse=True, correction="bh")),
     ],
 )
 def test_fast_path_agrees_with_budgets_diverse_and_calibrated_flags(

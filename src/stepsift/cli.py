@@ -17,7 +17,8 @@ from stepsift.engine.scoring import (
 from stepsift.engine.shards import Shard, merge
 from stepsift.proxy.hf_loading import HF_DTYPES, HFOptions
 from stepsift.proxy.warmup import WarmupSettings
-from stepsift.select.topk import HARMFUL_MODES, Policy, parse_keep, select
+from stepsift.select.harmful import HARMFUL_MODES, Policy
+from stepsift.select.topk import parse_keep, select
 from stepsift.utility.steps import OPTIMIZERS
 
 EXIT_BAD_INPUT = 2

@@ -478,7 +478,7 @@ def anchor_diagnostics(path: Path, noise: list[str]) -> dict:
     the mean utility towards each anchor group per noise type, where the score file has the
     columns (fold_utility, group_utility)."""
     from stepsift.select.reliability import calibrated_harmful, split_half_reliability
-    from stepsift.select.topk import matrix_column, score_data
+    from stepsift.select.score_data import matrix_column, score_data
 
     table = read_scores(path)
     settings = read_settings(path)

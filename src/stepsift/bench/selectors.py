@@ -43,15 +43,9 @@ from stepsift.data.record import Record, Turn
 from stepsift.engine.store import read_scores
 from stepsift.proxy.base import Proxy
 from stepsift.proxy.byte_tokenizer import PAD
-from stepsift.select.topk import (
-    Keep,
-    Policy,
-    choose,
-    decide,
-    rank,
-    score_columns,
-    score_data,
-)
+from stepsift.select.harmful import Policy
+from stepsift.select.score_data import score_columns, score_data
+from stepsift.select.topk import Keep, choose, decide, rank
 
 
 @dataclass

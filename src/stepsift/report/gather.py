@@ -20,14 +20,9 @@ import pyarrow.compute as pc
 from stepsift.data import Record
 from stepsift.data.index import index_records
 from stepsift.engine.store import read_scores, read_settings
-from stepsift.select.topk import (
-    Policy,
-    ScoreData,
-    harmful_flags,
-    matrix_column,
-    rank,
-    score_data,
-)
+from stepsift.select.harmful import Policy, harmful_flags
+from stepsift.select.score_data import ScoreData, matrix_column, score_data
+from stepsift.select.topk import rank
 
 
 @dataclass(frozen=True)

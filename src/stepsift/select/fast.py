@@ -24,7 +24,9 @@ from stepsift.engine.store import (
     read_scores,
     read_settings,
 )
-from stepsift.select.topk import Keep, Policy, Selection, decide, score_data
+from stepsift.select.harmful import Policy
+from stepsift.select.score_data import score_data
+from stepsift.select.topk import Keep, Selection, decide
 
 BOM = b"\xef\xbb\xbf"
 

@@ -10,23 +10,19 @@ and the fast path (`select/fast.py`) alike, so both choose the same records.
 
 from __future__ import annotations
 
-import json
 import math
 import re
-from dataclasses import dataclass, field
-from functools import cached_property
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 from stepsift.data import Record, read_records, write_records
-from stepsift.engine.store import read_scores, read_settings
 from stepsift.select import budget, diverse, reliability
+from stepsift.select.harmful import Policy, harmful_flags
+from stepsift.select.score_data import ScoreData, read_score_data
 
 TOKEN_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "b": 10**9}
-HARMFUL_MODES = ("auto", "calibrated", "threshold")
 
 
 @dataclass(frozen=True)
@@ -118,150 +114,6 @@ class Selection:
             f"harmful in pool: {self.n_harmful}; dropped as harmful: {self.n_dropped_harmful}"
         )
         return out + list(self.notes)
-
-
-def score_columns(table: pa.Table) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Ids, utilities and harmful flags of a score table; a table without a `harmful`
-    column counts negative utility as harmful."""
-    ids = [str(x) for x in table.column("id").to_pylist()]
-    utility = table.column("utility").to_numpy(zero_copy_only=False).astype(np.float64)
-    if "harmful" in table.column_names:
-        harmful = table.column("harmful").to_numpy(zero_copy_only=False).astype(bool)
-    else:
-        harmful = utility < 0
-    return ids, utility, harmful
-
-
-def matrix_column(table: pa.Table, name: str, source: Path | str) -> np.ndarray | None:
-    """A fixed-size list column (`fold_utility`, `group_utility`, `sketch`) as an (n, K)
-    float array; None when the table has no such column."""
-    if name not in table.column_names:
-        return None
-    column = table.column(name).combine_chunks()
-    n = len(column)
-    if column.null_count:
-        raise ValueError(f"{source}: column {name!r} has {column.null_count} null row(s)")
-    if pa.types.is_fixed_size_list(column.type):
-        width = column.type.list_size
-    elif pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
-        lengths = np.unique(column.value_lengths().to_numpy(zero_copy_only=False))
-        if len(lengths) > 1:
-            raise ValueError(f"{source}: rows of column {name!r} differ in length {lengths}")
-        width = int(lengths[0]) if len(lengths) else 0
-    else:
-        raise ValueError(f"{source}: column {name!r} is {column.type}, expected a list of floats")
-    values = column.flatten().to_numpy(zero_copy_only=False)
-    return values.reshape(n, width)
-
-
-@dataclass(frozen=True)
-class ScoreData:
-    """What selection reads from a score file."""
-
-    source: str  # the file, for messages
-    ids: list[str]
-    utility: np.ndarray
-    harmful: np.ndarray  # the file's own flags
-    tokens: np.ndarray | None
-    fold_utility: np.ndarray | None
-    table: pa.Table = field(repr=False, compare=False)  # for the columns read on demand
-    settings: dict[str, Any] = field(default_factory=dict)
-
-    @cached_property
-    def sketch(self) -> np.ndarray | None:
-        """(n, D) float32 gradient sketches; read only when set-wise selection asks (at 1M
-        rows and D = 64 they are 256 MB)."""
-        sketch = matrix_column(self.table, "sketch", self.source)
-        return sketch.astype(np.float32) if sketch is not None else None
-
-    @property
-    def fold_sizes(self) -> list[int]:
-        sizes = self.settings.get("anchor_fold_sizes")
-        if self.fold_utility is not None and (
-            not isinstance(sizes, list) or len(sizes) != self.fold_utility.shape[1]
-        ):
-            raise ValueError(
-                f"{self.source}: has fold_utility with {self.fold_utility.shape[1]} folds but "
-                f"its metadata's anchor_fold_sizes is {sizes!r}"
-            )
-        return [int(x) for x in sizes] if sizes is not None else []
-
-
-def score_data(table: pa.Table, source: Path | str, settings: dict | None = None) -> ScoreData:
-    """The columns selection reads, from a score table (optional ones None when absent).
-    `settings` default to the ones the table carries in its schema metadata."""
-    if settings is None:
-        raw = (table.schema.metadata or {}).get(b"stepsift")
-        settings = json.loads(raw) if raw else {}
-    ids, utility, harmful = score_columns(table)
-    tokens = None
-    if "tokens" in table.column_names:
-        tokens = table.column("tokens").to_numpy(zero_copy_only=False).astype(np.int64)
-    return ScoreData(
-        str(source),
-        ids,
-        utility,
-        harmful,
-        tokens,
-        matrix_column(table, "fold_utility", source),
-        table,
-        dict(settings or {}),
-    )
-
-
-def read_score_data(path: Path) -> ScoreData:
-    path = Path(path)
-    return score_data(read_scores(path), path, read_settings(path))
-
-
-@dataclass(frozen=True)
-class Policy:
-    """How `select` decides beyond the budget: harmful flags and set-wise selection."""
-
-    harmful: str = "auto"  # auto: calibrated if the file has fold_utility, else the file's
-    level: float = 0.05  # one-sided level of the calibrated flags
-    correction: str = "none"  # or "bh": Benjamini-Hochberg over the pool
-    diverse: bool = False
-
-    def __post_init__(self) -> None:
-        if self.harmful not in HARMFUL_MODES:
-            raise ValueError(f"--harmful {self.harmful!r}: choose one of {HARMFUL_MODES}")
-        if self.correction not in reliability.CORRECTIONS:
-            raise ValueError(
-                f"--harmful-correction {self.correction!r}: choose one of {reliability.CORRECTIONS}"
-            )
-        if not 0 < self.level < 1:
-            raise ValueError(f"--harmful-level {self.level}: must be in (0, 1)")
-
-
-def harmful_flags(data: ScoreData, policy: Policy) -> tuple[np.ndarray, str]:
-    """The harmful flags `policy` asks for, and a line saying which rule made them."""
-    mode = policy.harmful
-    has_folds = data.fold_utility is not None and data.fold_utility.shape[1] >= 2
-    if mode == "auto":
-        mode = "calibrated" if has_folds else "file"
-    if mode == "calibrated":
-        if not has_folds:
-            raise ValueError(
-                f"{data.source}: --harmful calibrated needs the fold_utility column with 2+ "
-                "anchor folds; `stepsift score` writes it with --anchor-folds K (default 10)"
-            )
-        flags = reliability.calibrated_harmful(
-            data.utility, data.fold_utility, data.fold_sizes, policy.level, policy.correction
-        )
-        rule = f"one-sided t test at {policy.level:g}" + (
-            ", Benjamini-Hochberg over the pool" if policy.correction == "bh" else ""
-        )
-        return flags, (
-            f"harmful: calibrated, utility below 0 beyond the anchors' noise ({rule}, "
-            f"{data.fold_utility.shape[1]} anchor folds): {int(flags.sum())} flagged, against "
-            f"{int((data.utility < 0).sum())} with utility < 0"
-        )
-    if mode == "threshold":
-        below = float(data.settings.get("harmful_below", 0.0))
-        flags = data.utility < below
-        return flags, f"harmful: utility < {below:g} (the score run's --harmful-below)"
-    return data.harmful, "harmful: the score file's own flags"
 
 
 def _ranking_position(order: np.ndarray) -> np.ndarray:
