@@ -107,39 +107,32 @@ def iter_jsonl(file: Path) -> Iterator[Entry]:
             if not chunk.strip():
                 continue  # blank lines are skipped; numbering stays true to the file
             first, seen_any = not seen_any, True
-            entry = _jsonl_entry(file, line, chunk, start)
-            if first and entry.problem is not None and entry.obj is _DECODE_FAILED:
-                whole = _single_object(file)
-                if whole is not None:
-                    problem = Problem(file, line, "", whole, None, entry.raw)
-                    yield Entry(line, entry.raw, problem=problem, fatal=True)
-                    return
-            if entry.obj is _DECODE_FAILED:
-                entry.obj = None
+            entry, not_json = _jsonl_entry(file, line, chunk, start)
+            if first and not_json and (whole := _single_object(file)) is not None:
+                problem = Problem(file, line, "", whole, None, entry.raw)
+                yield Entry(line, entry.raw, problem=problem, fatal=True)
+                return
             yield entry
 
 
-_DECODE_FAILED = object()  # marks a line json could not decode (not UTF-8 trouble)
-
-
-def _jsonl_entry(file: Path, line: int, chunk: bytes, offset: int) -> Entry:
+def _jsonl_entry(file: Path, line: int, chunk: bytes, offset: int) -> tuple[Entry, bool]:
+    """The line's entry, and whether json could not decode it (not UTF-8 trouble)."""
     try:
         raw = chunk.decode("utf-8")
     except UnicodeDecodeError as e:
         bad = chunk[e.start]
         msg = f"not valid UTF-8 (byte 0x{bad:02x} at column {e.start + 1}); save as UTF-8"
         text = chunk.decode("utf-8", "backslashreplace")
-        return Entry(line, text, problem=Problem(file, line, "", msg, None, text))
+        return Entry(line, text, problem=Problem(file, line, "", msg, None, text)), False
     span = {"offset": offset, "length": len(chunk)}
     try:
         obj = json.loads(raw)
     except JSON_ERRORS as e:
         problem = Problem(file, line, "", json_error(e), None, raw)
-        decoded = _DECODE_FAILED if isinstance(e, json.JSONDecodeError) else None
-        return Entry(line, raw, obj=decoded, problem=problem, **span)
+        return Entry(line, raw, problem=problem, **span), isinstance(e, json.JSONDecodeError)
     if not isinstance(obj, dict):
-        return Entry(line, raw, problem=_not_object(file, line, raw, obj), **span)
-    return Entry(line, raw, obj, **span)
+        return Entry(line, raw, problem=_not_object(file, line, raw, obj), **span), False
+    return Entry(line, raw, obj, **span), False
 
 
 def _single_object(file: Path) -> str | None:

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .reader import FileScan, ReadResult, _Collector, scan_file
+from .reader import DataValidationError, _Collector, scan_file
 from .record import Problem, Record
 from .spans import SpanReader
 
@@ -61,7 +61,8 @@ class RecordIndex:
         return pc.sort_indices(table, sort_keys=keys).to_numpy()
 
     def raise_for_problems(self) -> None:
-        ReadResult([], self.problems, self.format, self.container).raise_for_problems()
+        if self.problems:
+            raise DataValidationError(self.problems)
 
 
 class LazyRecords(Sequence[Record]):
@@ -90,18 +91,22 @@ def index_records(
     scan = scan_file(Path(path), image_root, check_images, out)
     columns = _Columns()
     for entry, record in scan.valid():
-        columns.add(record.id, entry.line, entry.offset, entry.length, _text_size(record))
+        columns.add(record.id, entry.line, entry.offset, entry.length, text_size(record))
     ids, lines, offsets, lengths, sizes = columns.finish()
     return RecordIndex(
-        _span_reader(scan), ids, lines, offsets, lengths, sizes, out.problems, scan.container
+        SpanReader(scan.file, scan.format, scan.base),
+        ids,
+        lines,
+        offsets,
+        lengths,
+        sizes,
+        out.problems,
+        scan.container,
     )
 
 
-def _span_reader(scan: FileScan) -> SpanReader:
-    return SpanReader(scan.file, scan.format, scan.base)
-
-
-def _text_size(record: Record) -> int:
+def text_size(record: Record) -> int:
+    """Characters of text over a record's turns: what batches are sorted by."""
     return sum(len(t.text) for t in record.turns)
 
 

@@ -158,9 +158,7 @@ def scan_file(
     """Find the file's container and record format (a first streamed pass: the format is
     the majority of the file's records', so it is known only once all were seen)."""
     file = Path(file)
-    with open(file, "rb"):  # a missing/unreadable file is not a data error: let it raise
-        pass
-    container = container_of(file)
+    container = container_of(file)  # a missing/unreadable file is no data error: it raises
     counts: Counter[str] = Counter()
     fatal = None
     seen_any = False

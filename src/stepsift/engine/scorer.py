@@ -49,8 +49,6 @@ class Scorer:
         the anchors collated, their folds and groups. With `state_dir` (the run's proxy
         folder), the estimator's anchor state is loaded from there when an earlier worker
         saved it for the same proxy, anchors and settings, else computed and saved."""
-        if settings.sketch_dim < 0:
-            raise ValueError(f"--sketch-dim {settings.sketch_dim}: must be 0 (off) or positive")
         proxy.restrict_step(settings.params)
         rule = make_step_rule(settings.optimizer, settings.lr, proxy, DEFAULT_SGD_LR)
         anchors = proxy.collate(anchor_records)

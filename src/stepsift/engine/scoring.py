@@ -23,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from stepsift.data import DataValidationError, Problem, Record, read_records, write_rejected
-from stepsift.data.index import LazyRecords, RecordIndex, index_records
+from stepsift.data.index import LazyRecords, RecordIndex, index_records, text_size
 from stepsift.engine.scorer import Scorer
 from stepsift.engine.shards import Shard, publish_or_adopt, shared_proxy_dir
 from stepsift.engine.store import (
@@ -45,6 +45,7 @@ from stepsift.utility.anchor_views import DEFAULT_FOLDS, DEFAULT_GROUP_FIELD, bu
 from stepsift.utility.less import DEFAULT_DIM as LESS_DIM
 from stepsift.utility.registry import ESTIMATORS
 from stepsift.utility.sketch import DEFAULT_DIM as SKETCH_DIM
+from stepsift.utility.sketch import check_dim as check_sketch_dim
 
 # The default step is Adam continuing the warm-up's own state at the warm-up's own lr:
 # the step training would really take next, so it needs no scale picked by hand.
@@ -179,8 +180,7 @@ def hf_options(settings: ScoreSettings) -> HFOptions:
 
 def length_sorted(records: Sequence[Record]) -> list[Record]:
     """Batch records of similar length together so padding wastes little compute."""
-    size = {r.id: sum(len(t.text) for t in r.turns) for r in records}
-    return sorted(records, key=lambda r: (size[r.id], r.id))
+    return sorted(records, key=lambda r: (text_size(r), r.id))
 
 
 def decisive_settings(settings: ScoreSettings, candidates: Path, anchors: Path) -> dict:
@@ -277,8 +277,7 @@ def score(candidates: Path, anchors: Path, out: Path, settings: ScoreSettings) -
     start = time.perf_counter()
     if settings.method not in METHODS:
         raise ValueError(f"unknown method {settings.method!r}; choose one of {', '.join(METHODS)}")
-    if settings.sketch_dim < 0:
-        raise ValueError(f"--sketch-dim {settings.sketch_dim}: must be 0 (off) or positive")
+    check_sketch_dim(settings.sketch_dim)  # before any model work
     candidates, anchors, out = Path(candidates), Path(anchors), Path(out)
     torch.manual_seed(settings.seed)
     pool, anchor_records, problems = load_inputs(

@@ -10,7 +10,7 @@ import numpy as np
 from stepsift.report.gather import ReportData
 from stepsift.report.plots import HARMFUL, HELPFUL, Mark
 from stepsift.select.budget import AutoCut, UtilityCurve, explain_auto_cut, utility_curve
-from stepsift.select.reliability import Reliability, calibrated_harmful, split_half_reliability
+from stepsift.select.reliability import Reliability, split_half_reliability
 from stepsift.select.topk import Keep
 
 FIXED_MARKS = (("top 20%", 0.2), ("top 50%", 0.5))
@@ -94,5 +94,5 @@ def anchor_reliability(data: ReportData) -> AnchorReliability | None:
     figure = split_half_reliability(f.utility, f.sizes)  # as `select` computes it
     if len(f.sizes) < 2:  # no spread between folds to measure the noise with
         return AnchorReliability(figure, None)
-    flags = calibrated_harmful(data.utility, f.utility, f.sizes)
-    return AnchorReliability(figure, int(np.asarray(flags, dtype=bool).sum()))
+    # with 2+ folds the page's harmful flags are the calibrated ones (`select`'s default)
+    return AnchorReliability(figure, int(data.harmful.sum()))

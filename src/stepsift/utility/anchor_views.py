@@ -77,6 +77,16 @@ class AnchorViews:
         return folds, groups
 
 
+def active(views: AnchorViews | None) -> AnchorViews | None:
+    """`views` when they hold a fold or a group, else None (the estimator skips them)."""
+    return views if views is not None and not views.empty else None
+
+
+def columns_made(views: AnchorViews | None, sketch: object | None) -> frozenset[str]:
+    """The optional score columns an estimator with these views and sketch fills."""
+    return frozenset((views.columns if views else set()) | ({"sketch"} if sketch else set()))
+
+
 def fold_assignment(n_anchors: int, n_folds: int, seed: int) -> tuple[tuple[int, ...], int]:
     """(fold of each anchor, K actually used): K capped at the number of anchors."""
     if n_folds < 0:

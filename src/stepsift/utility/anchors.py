@@ -83,10 +83,7 @@ class AnchorLoss:
         matmuls in benchmarks/exact_cost.py (see benchmarks/RESULTS.md; both are exact).
         No model is copied either way.
         """
-        strategy = self.strategy
-        if strategy == "auto":
-            strategy = "vmap" if self.proxy.device.type == "cuda" else "loop"
-        if strategy == "vmap":
+        if self._strategy() == "vmap":
             return self._at_stack_vmap(stacked, n_sets)
         sets = ({name: v[i] for name, v in stacked.items()} for i in range(n_sets))
         after = [self.at(params) for params in sets]

@@ -32,10 +32,11 @@ import torch
 from torch import Tensor
 
 from stepsift.proxy.base import Batch, Params, Proxy
+from stepsift.utility.anchor_views import columns_made
 from stepsift.utility.anchors import expand_at_shared_step
 from stepsift.utility.base import UtilityResult
 from stepsift.utility.gradients import per_sample_grads
-from stepsift.utility.sketch import GradientSketch
+from stepsift.utility.sketch import gradient_sketch
 from stepsift.utility.steps import StepRule
 
 DEFAULT_LABEL_DRAWS = 16  # set-up only: more draws, less sketch noise, same cost per candidate
@@ -178,10 +179,8 @@ class CurvatureUtility:
         self.proxy, self.step_rule = proxy, step_rule
         self.params = proxy.step_parameters()
         # the gradient sketch (a column of the score file), not the GGN sketch
-        self.gradient_sketch = (
-            GradientSketch(self.params, sketch_dim, sketch_seed) if sketch_dim else None
-        )
-        self.columns = frozenset({"sketch"} if self.gradient_sketch else ())
+        self.gradient_sketch = gradient_sketch(self.params, sketch_dim, sketch_seed)
+        self.columns = columns_made(None, self.gradient_sketch)
         if state is not None:  # the anchor direction and GGN sketch another worker built
             device = proxy.device
             self.shared = {n: state["shared"][n].to(device) for n in self.params}

@@ -20,11 +20,11 @@ from __future__ import annotations
 import torch
 
 from stepsift.proxy.base import Batch, Proxy
-from stepsift.utility.anchor_views import AnchorViews
+from stepsift.utility.anchor_views import AnchorViews, active, columns_made
 from stepsift.utility.anchors import AnchorLoss
 from stepsift.utility.base import UtilityResult
 from stepsift.utility.gradients import per_sample_grads
-from stepsift.utility.sketch import GradientSketch
+from stepsift.utility.sketch import gradient_sketch
 from stepsift.utility.steps import StepRule
 
 
@@ -49,11 +49,9 @@ class ExactUtility:
         self.params = proxy.step_parameters()
         self.anchor_loss = AnchorLoss(proxy, anchors, max_sequences, strategy)
         self.max_sequences = max_sequences
-        self.views = views if views is not None and not views.empty else None
-        self.sketch = GradientSketch(self.params, sketch_dim, sketch_seed) if sketch_dim else None
-        self.columns = frozenset(
-            (self.views.columns if self.views else set()) | ({"sketch"} if self.sketch else set())
-        )
+        self.views = active(views)
+        self.sketch = gradient_sketch(self.params, sketch_dim, sketch_seed)
+        self.columns = columns_made(self.views, self.sketch)
         if self.views is None:
             self.base_anchor_loss = self.anchor_loss.at(self.params)
             return

@@ -22,10 +22,10 @@ import torch
 from torch import Tensor
 
 from stepsift.proxy.base import Batch, Params, Proxy
-from stepsift.utility.anchor_views import AnchorViews
+from stepsift.utility.anchor_views import AnchorViews, active, columns_made
 from stepsift.utility.base import UtilityResult
 from stepsift.utility.gradients import per_sample_grads
-from stepsift.utility.sketch import GradientSketch
+from stepsift.utility.sketch import gradient_sketch
 from stepsift.utility.steps import AdamStep, StepRule
 
 DEFAULT_DIM = 8192  # LESS's default projection size
@@ -92,13 +92,11 @@ class LessScore:
         self.params = proxy.step_parameters()
         n_params = sum(p.numel() for p in self.params.values())
         self.projection = RademacherProjection(n_params, dim, seed)
-        self.views = views if views is not None and not views.empty else None
+        self.views = active(views)
         if self.views is not None:
             self.weights = self.views.weights(device=proxy.device)
-        self.sketch = GradientSketch(self.params, sketch_dim, sketch_seed) if sketch_dim else None
-        self.columns = frozenset(
-            (self.views.columns if self.views else set()) | ({"sketch"} if self.sketch else set())
-        )
+        self.sketch = gradient_sketch(self.params, sketch_dim, sketch_seed)
+        self.columns = columns_made(self.views, self.sketch)
         if state is not None:
             self.anchor_dirs = state["anchor_dirs"].to(proxy.device)
             self.base_anchor_loss = float(state["base_anchor_loss"])

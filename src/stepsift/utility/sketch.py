@@ -48,6 +48,18 @@ def name_seed(seed: int, name: str, shape: tuple[int, ...]) -> int:
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
+def check_dim(dim: int) -> None:
+    """The `--sketch-dim` setting: 0 (off) or a positive size."""
+    if dim < 0:
+        raise ValueError(f"--sketch-dim {dim}: must be 0 (off) or positive")
+
+
+def gradient_sketch(params: Params, dim: int, seed: int) -> GradientSketch | None:
+    """The sketch an estimator fills its `sketch` column with; None when `dim` is 0."""
+    check_dim(dim)
+    return GradientSketch(params, dim, seed) if dim else None
+
+
 class GradientSketch:
     """Maps per-sample gradients (every tensor with a leading sample dim) to (B, D)."""
 
