@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from scale import run_cli  # benchmarks/scale.py: the CLI in a fresh process, with its VmHWM
+from scale import run_cli, write_plain_pool  # benchmarks/scale.py: shared pieces
 
 from stepsift.engine.store import DIGEST_KEY, REJECTED_KEY, file_digest
 
@@ -45,11 +45,7 @@ def make_files(folder: Path, n: int, duplicates: float, dim: int, seed: int = 0)
     copies = rng.choice(n, n_dup, replace=False)
     originals = np.setdiff1d(np.arange(n), copies)
     source[copies] = rng.choice(originals, n_dup)
-    if not pool.is_file():
-        with open(pool, "w") as f:
-            for i in range(n):
-                f.write(json.dumps({"id": f"c{i}", "prompt": f"q{i}", "response": f"a{i}"}))
-                f.write("\n")
+    write_plain_pool(pool, n)
     if not scores.is_file():
         utility = rng.normal(size=n)
         utility[copies] = utility[source[copies]] - np.abs(rng.normal(size=n_dup)) * 1e-3

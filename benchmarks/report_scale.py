@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from scale import peak_mb  # benchmarks/scale.py: run the CLI in a fresh process, read VmHWM
+from scale import peak_mb, write_plain_pool  # benchmarks/scale.py: shared pieces
 
 from stepsift.engine.store import ScoreRows, write_scores
 
@@ -27,11 +27,7 @@ GROUPS = ["count", "sum", "difference", "larger"]
 def make_files(folder: Path, n: int) -> tuple[Path, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     pool, scores = folder / "pool.jsonl", folder / "scores.parquet"
-    if not pool.is_file():
-        with open(pool, "w") as f:
-            for i in range(n):
-                f.write(json.dumps({"id": f"c{i}", "prompt": f"q{i}?", "response": f"a{i}"}))
-                f.write("\n")
+    write_plain_pool(pool, n)
     rng = np.random.default_rng(0)
     signal = rng.normal(0.01, 0.02, n)
     folds = signal[:, None] + rng.normal(0, 0.02, (n, len(FOLD_SIZES)))

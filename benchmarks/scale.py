@@ -53,6 +53,16 @@ def peak_mb(argv: list[str]) -> tuple[float, float]:
     return seconds, mb
 
 
+def write_plain_pool(path: Path, n: int) -> None:
+    """n short prompt/response records with ids c0..c{n-1} (kept if already written): the
+    candidate file of the synthetic large-scale benchmarks."""
+    if path.is_file():
+        return
+    with open(path, "w") as f:
+        for i in range(n):
+            f.write(json.dumps({"id": f"c{i}", "prompt": f"q{i}", "response": f"a{i}"}) + "\n")
+
+
 def run_cli(argv: list[str]) -> tuple[float, float, str]:
     """Run `stepsift ARGV` in a fresh, single-threaded process under this script's
     `--probe`; (seconds, peak MB, what it printed). Other scripts time commands with it."""
@@ -126,11 +136,7 @@ def select_million(root: Path, n: int) -> dict:
     folder = root / f"select-{n}"
     folder.mkdir(parents=True, exist_ok=True)
     pool = folder / "pool.jsonl"
-    if not pool.is_file():
-        with open(pool, "w") as f:
-            for i in range(n):
-                f.write(json.dumps({"id": f"c{i}", "prompt": f"q{i}", "response": f"a{i}"}))
-                f.write("\n")
+    write_plain_pool(pool, n)
     rng = np.random.default_rng(0)
     rows = ScoreRows()
     rows.extend([f"c{i}" for i in range(n)], rng.normal(size=n), rng.random(n), [3] * n,

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from score_files import write_score_file
 
+from stepsift.bench.metrics import flag_quality
 from stepsift.bench.problems import make_pool
 from stepsift.bench.report import diagnostics_lines
-from stepsift.bench.runner import BenchConfig, anchor_diagnostics, flag_quality
+from stepsift.bench.runner import BenchConfig, anchor_diagnostics
 from stepsift.cli import _noise_mix
 
 

@@ -44,3 +44,15 @@ def harmful_precision(harmful: Sequence[bool], noise: Sequence[str]) -> float:
     if not flagged:
         return float("nan")
     return sum(tag not in NOT_WRONG for tag in flagged) / len(flagged)
+
+
+def flag_quality(flags: Sequence[bool], noise: Sequence[str]) -> dict:
+    """How many flags, their precision (`harmful_precision`) and their recall of the
+    wrong samples."""
+    wrong = np.array([t not in NOT_WRONG for t in noise])
+    flags = np.asarray(flags, dtype=bool)
+    return {
+        "flagged": int(flags.sum()),
+        "precision": harmful_precision(flags, noise),
+        "recall": int((flags & wrong).sum()) / int(wrong.sum()) if wrong.any() else float("nan"),
+    }

@@ -42,6 +42,7 @@ from stepsift.bench.judge import (
 )
 from stepsift.bench.metrics import (
     NOT_WRONG,
+    flag_quality,
     harmful_precision,
     noise_auroc,
     noise_tags,
@@ -459,18 +460,6 @@ def redundant_share(pool: list[Record], kept: list[str]) -> float:
     by_id = {r.id: r for r in pool}
     sources = [by_id[i].metadata["meta"].get("duplicate_of", i) for i in kept]
     return 1.0 - len(set(sources)) / len(kept)
-
-
-def flag_quality(flags: np.ndarray, noise: list[str]) -> dict:
-    """How many flags, and their precision and recall against the wrong samples."""
-    wrong = np.array([t not in NOT_WRONG for t in noise])
-    flags = np.asarray(flags, dtype=bool)
-    hits = int((flags & wrong).sum())
-    return {
-        "flagged": int(flags.sum()),
-        "precision": hits / int(flags.sum()) if flags.any() else float("nan"),
-        "recall": hits / int(wrong.sum()) if wrong.any() else float("nan"),
-    }
 
 
 def anchor_diagnostics(path: Path, noise: list[str]) -> dict:
