@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from stepsift.bench import runner
+from stepsift.bench import runner, score_runs
 from stepsift.bench.base_model import BaseConfig
 from stepsift.bench.demo import demo_config, run_demo
 from stepsift.bench.digits import compose, load_bank, save_png
 from stepsift.bench.generate import to_llava
 from stepsift.bench.judge import JudgeSettings, judge_examples
 from stepsift.bench.problems import make_clean, make_pool
+from stepsift.bench.proxy_base import ProxyBaseConfig
 from stepsift.bench.report import RESULT_FIELDS
 from stepsift.bench.runner import BenchConfig, run_bench
 from stepsift.bench.target import TargetConfig, strip_of
@@ -36,6 +37,8 @@ TINY = {
     "judge": JudgeSettings(n_train=24, epochs=1),
     "base": BaseConfig(target=TINY_TARGET, n_train=48, n_heldout=6, steps=4),
     "warmup": WarmupSettings(min_samples=16, min_steps=3),
+    "proxy_base": ProxyBaseConfig(n_train=32, n_heldout=4, steps=3, batch_size=8),
+    "audit": 8,
     "progress": False,
 }
 
@@ -47,7 +50,9 @@ def tiny_config(out: Path, **kw) -> BenchConfig:
 @pytest.fixture(scope="module")
 def bench_run(tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("bench") / "run"
-    cfg = tiny_config(out, seeds=(0, 1), fractions=(0.2, 0.5), random_fractions=(0.2,))
+    cfg = tiny_config(
+        out, seeds=(0, 1), fractions=(0.2, 0.5), random_fractions=(0.2,), protocols=("A", "B")
+    )
     rows = run_bench(cfg)
     return cfg, rows
 
@@ -56,8 +61,9 @@ def test_every_planned_run_is_in_results_json_with_the_required_fields(bench_run
     cfg, rows = bench_run
     saved = json.loads((cfg.out / "results.json").read_text())
     assert len(saved) == len(rows)
-    # 2 seeds x 2 protocols x (full, random 20%, ost 20/50%, 4 baselines at 20%, judge)
-    assert len(saved) == 2 * 2 * 9
+    # 2 seeds x 2 protocols x (full, random 20%, ost, loss_filter, less and oracle_clean at
+    # 20/50%, oracle_clean_all, oracle_target, judge, deita, ifd, high_loss)
+    assert len(saved) == 2 * 2 * 16
     for row in saved:
         assert set(RESULT_FIELDS) <= set(row)
         assert 0.0 <= row["accuracy"] <= 1.0
@@ -83,11 +89,19 @@ def test_protocols_train_as_defined(bench_run) -> None:
 
 def test_selection_costs_are_charged(bench_run) -> None:
     cfg, rows = bench_run
-    score_seconds = json.loads((cfg.out / "noise-40" / "score_cost.json").read_text())
+    level = cfg.out / "noise-40"
+    ost = json.loads((level / "scores.cost.json").read_text())
+    less = json.loads((level / "less.cost.json").read_text())
+    loss_pass = json.loads((level / "loss_pass.json").read_text())["seconds"]
     for r in rows:
         if r["method"] in ("ost", "ost_drop_harmful", "high_loss"):
-            assert r["select_seconds"] >= score_seconds["score_seconds"]
-        if r["method"] == "full":
+            assert r["select_seconds"] >= ost["score_seconds"]
+        if r["method"] == "less":
+            assert r["select_seconds"] >= less["score_seconds"]
+        if r["method"] == "loss_filter":  # the warm-up and one forward pass, not OST's run
+            assert r["select_seconds"] >= ost["warmup_seconds"] + loss_pass
+            assert r["select_seconds"] < ost["score_seconds"] + loss_pass
+        if r["method"] in ("full", "oracle_clean", "oracle_clean_all", "oracle_target"):
             assert r["select_seconds"] < 0.1  # no model work
 
 
@@ -120,7 +134,7 @@ def test_rerun_continues_without_redoing_finished_runs(bench_run, monkeypatch) -
         return real(*args, **kw)
 
     monkeypatch.setattr(runner, "train_and_evaluate", counting)
-    monkeypatch.setattr(runner, "score", _must_not_run("scoring"))
+    monkeypatch.setattr(score_runs, "score", _must_not_run("scoring"))
     monkeypatch.setattr(runner, "train_judge", _must_not_run("judge training"))
     again = run_bench(cfg)
     assert len(trained) == 1
@@ -153,10 +167,12 @@ def test_demo_runs_the_quick_bench_and_hands_over_a_subset(tmp_path: Path) -> No
         tmp_path / "demo", pool_size=40, **{k: v for k, v in TINY.items() if k != "pool_size"}
     )
     rows = run_demo(cfg)
-    # protocol B, one seed: full, random 20%, OST top-20% and top-50%, judge
+    # protocol B, one seed: full, random 20%, OST and the loss filter at 20% and 50%, judge
     assert sorted((r["method"], r["keep"] if r["method"] != "judge" else None) for r in rows) == [
         ("full", 1.0),
         ("judge", None),
+        ("loss_filter", 0.2),
+        ("loss_filter", 0.5),
         ("ost", 0.2),
         ("ost", 0.5),
         ("random", 0.2),

@@ -1,5 +1,6 @@
 """Benchmark baseline selectors: sizes, determinism, ranking, IFD by hand, DEITA's diversity
-filter, and that no selector reads a record's (hidden) metadata."""
+filter, the oracles on a hand-made pool, and that no selector but the oracles reads a record's
+(hidden) metadata."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import torch
 
 from stepsift.bench.generate import write_benchmark
 from stepsift.bench.selectors import (
+    ORACLES,
     SELECTORS,
     SelectionResult,
     SelectorInputs,
@@ -23,6 +25,11 @@ from stepsift.bench.selectors import (
     high_loss,
     ifd,
     ifd_scores,
+    less,
+    loss_filter,
+    oracle_clean,
+    oracle_clean_all,
+    oracle_target,
     ost_drop_harmful,
     ost_top_k,
     random_k,
@@ -127,6 +134,104 @@ def test_high_loss_keeps_the_highest_loss() -> None:
     assert res.scores is not None and res.scores["r4"] == 9.0
 
 
+def test_loss_filter_keeps_the_lowest_loss_ties_by_id_nan_last() -> None:
+    ids = ["r5", "r1", "r4", "r0", "r3", "r2", "r6", "r7"]
+    loss = [0.5, 3.0, 0.2, float("nan"), 0.2, 9.0, 1.0, 0.1]
+    res = loss_filter(table(ids, [0.0] * 8, loss), 0.5)
+    # 0.1 (r7), then the 0.2 tie by id (r3 before r4), then 0.5 (r5)
+    assert res.kept_ids == ["r7", "r3", "r4", "r5"]
+    assert res.name == "loss_filter" and res.n_target == 4 and res.note == ""
+    assert res.scores is not None and res.scores["r7"] == 0.1 and np.isnan(res.scores["r0"])
+    everything = loss_filter(table(ids, [0.0] * 8, loss), 1.0).kept_ids
+    assert everything[-1] == "r0"  # NaN last, not first as a naive -loss sort would put it
+    assert everything[:-1] == ["r7", "r3", "r4", "r5", "r6", "r1", "r2"]
+    # the opposite direction of high_loss, NaN last in both
+    assert high_loss(table(ids, [0.0] * 8, loss), 1.0).kept_ids == [
+        "r2", "r1", "r6", "r5", "r3", "r4", "r7", "r0"
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="lacks column 'loss'"):
+        loss_filter(pa.table({"id": ids, "utility": [0.0] * 8}), 0.5)
+
+
+def test_less_keeps_the_top_by_utility_of_a_less_table() -> None:
+    ids = ["b", "a", "c", "d", "e"]
+    utility = [0.3, 0.3, float("nan"), 0.9, -0.2]
+    res = less(table(ids, utility, [1.0] * 5), 0.6)
+    assert res.kept_ids == ["d", "a", "b"] and res.n_target == 3 and res.name == "less"
+    assert less(table(ids, utility, [1.0] * 5), 1.0).kept_ids[-1] == "c"
+    tagged = table(ids, utility, [1.0] * 5)
+    made_by_less = tagged.replace_schema_metadata({"stepsift": '{"method": "less"}'})
+    assert less(made_by_less, 0.6).kept_ids == ["d", "a", "b"]
+    made_by_exact = tagged.replace_schema_metadata({"stepsift": '{"method": "exact"}'})
+    with pytest.raises(ValueError, match="score --method less"):
+        less(made_by_exact, 0.6)
+
+
+# --- oracles (the only selectors allowed to read the hidden metadata) ------------------------
+
+
+def tagged(rid: str, noise: str, family: str | None = None) -> Record:
+    meta = {"noise": noise} if family is None else {"noise": noise, "family": family}
+    return replace(qa(rid, "q", "a"), metadata={"meta": meta})
+
+
+def oracle_pool() -> list[Record]:
+    return [
+        tagged("c0", "clean", "chain"),
+        tagged("w0", "misread", "chain"),
+        tagged("c1", "clean", "count"),
+        tagged("d0", "near_duplicate", "chain"),
+        tagged("w1", "arithmetic"),
+        tagged("c2", "clean"),  # no family: counts as chain
+        tagged("w2", "truncated", "count"),
+        tagged("c3", "clean", "compare"),
+        tagged("d1", "near_duplicate", "count"),
+        tagged("c4", "clean", "chain"),
+    ]
+
+
+NOT_WRONG_IDS = ["c0", "c1", "d0", "c2", "c3", "d1", "c4"]
+
+
+def test_oracle_clean_all_keeps_exactly_the_not_wrong() -> None:
+    res = oracle_clean_all(oracle_pool())
+    assert res.kept_ids == NOT_WRONG_IDS  # pool order, near-duplicates kept (not wrong)
+    assert res.n_pool == 10 and res.n_target == 7 and res.name == "oracle_clean_all"
+
+
+def test_oracle_clean_is_a_seeded_subset_of_the_not_wrong() -> None:
+    pool = oracle_pool()
+    res = oracle_clean(pool, 0.5, seed=3)
+    assert res.n_kept == res.n_target == 5 and res.note == ""
+    assert set(res.kept_ids) <= set(NOT_WRONG_IDS) and len(set(res.kept_ids)) == 5
+    assert res.kept_ids == [i for i in NOT_WRONG_IDS if i in res.kept_ids]  # pool order
+    assert oracle_clean(pool, 0.5, seed=3).kept_ids == res.kept_ids
+    draws = {tuple(oracle_clean(pool, 0.5, seed=s).kept_ids) for s in range(10)}
+    assert len(draws) > 1  # the seed matters
+    # 8 asked for, 7 not wrong: all 7, and the note says so
+    short = oracle_clean(pool, 0.8, seed=0)
+    assert short.kept_ids == NOT_WRONG_IDS and short.n_target == 8
+    assert short.note == "only 7 of 10 not wrong, for a target of 8"
+
+
+def test_oracle_target_keeps_the_not_wrong_of_the_target_families() -> None:
+    pool = oracle_pool()
+    res = oracle_target(pool)
+    assert res.kept_ids == ["c0", "d0", "c2", "c4"]  # chain; c2 has no family: chain
+    assert res.n_target == 4 and "4 of 7 not-wrong" in res.note
+    assert oracle_target(pool, ("count", "compare")).kept_ids == ["c1", "c3", "d1"]
+    assert oracle_target(pool, ("nothing",)).kept_ids == []
+    inputs = SelectorInputs(pool, target_families=("count",))
+    assert SELECTORS["oracle_target"](inputs, 1.0).kept_ids == ["c1", "d1"]
+    with pytest.raises(ValueError, match="at least one"):
+        oracle_target(pool, ())
+
+
+def test_oracles_refuse_records_without_the_hidden_tags() -> None:
+    with pytest.raises(ValueError, match='metadata\\["meta"\\]\\["noise"\\]'):
+        oracle_clean_all([qa("x", "q", "a")])
+
+
 # --- IFD -------------------------------------------------------------------------------------
 
 
@@ -225,21 +330,36 @@ def test_selectors_never_read_metadata(proxy: BuiltinProxy, pool: list[Record]) 
     assert all("meta" in r.metadata for r in pool)  # the benchmark's ground truth is there
     poisoned = [replace(r, metadata=Poison()) for r in pool]
     stripped = [replace(r, metadata={}) for r in pool]
-    for name in ("full", "random", "ifd", "deita"):
+    ids = [r.id for r in pool]
+    rng = np.random.default_rng(0)
+    scores = table(ids, rng.normal(size=40).tolist(), rng.random(40).tolist())
+    for name, selector in SELECTORS.items():
+        if name in ORACLES or name in ("ost_auto", "ost_diverse"):
+            continue  # those two read the same table as ost (tests/test_diverse.py)
         results = [
-            SELECTORS[name](SelectorInputs(records, proxy=proxy, seed=2), 0.25).kept_ids
+            selector(
+                SelectorInputs(records, scores=scores, less_scores=scores, proxy=proxy, seed=2),
+                0.25,
+            ).kept_ids
             for records in (pool, poisoned, stripped)
         ]
         assert results[0] == results[1] == results[2], name
     tfidf = [deita_like(proxy, rs, 0.25, embedding="tfidf") for rs in (pool, poisoned)]
     assert tfidf[0].kept_ids == tfidf[1].kept_ids
+    # the oracles, and only they, read it
+    assert set(ORACLES) <= set(SELECTORS)
+    for name in ORACLES:
+        assert "ORACLE" in SELECTORS[name].description
+        with pytest.raises(AssertionError, match="read Record.metadata"):
+            SELECTORS[name](SelectorInputs(poisoned), 0.25)
 
 
 def test_registry_runs_every_selector(proxy: BuiltinProxy, pool: list[Record]) -> None:
     ids = [r.id for r in pool]
     rng = np.random.default_rng(1)
     scores = table(ids, rng.normal(size=40).tolist(), rng.random(40).tolist())
-    inputs = SelectorInputs(pool, scores=scores, proxy=proxy, batch_size=16)
+    inputs = SelectorInputs(pool, scores=scores, proxy=proxy, batch_size=16, less_scores=scores)
+    not_wrong = [r.id for r in pool if r.metadata["meta"]["noise"] in ("clean", "near_duplicate")]
     for name, selector in SELECTORS.items():
         assert selector.description
         if name in ("ost_auto", "ost_diverse"):
@@ -247,9 +367,16 @@ def test_registry_runs_every_selector(proxy: BuiltinProxy, pool: list[Record]) -
         res = selector(inputs, 0.5)
         assert isinstance(res, SelectionResult) and res.name == name
         assert set(res.kept_ids) <= set(ids) and res.n_pool == 40
-        assert res.n_kept <= res.n_target == (40 if name == "full" else 20)
+        if name == "oracle_clean_all":
+            assert res.kept_ids == not_wrong
+        elif name == "oracle_target":  # the generator's records: no family yet, or some
+            assert set(res.kept_ids) <= set(not_wrong)
+        else:
+            assert res.n_kept <= res.n_target == (40 if name == "full" else 20)
     assert SELECTORS["deita"](inputs, 0.5, threshold=None).n_kept == 20
     with pytest.raises(ValueError, match="needs scores"):
         SELECTORS["ost"](SelectorInputs(pool), 0.5)
     with pytest.raises(ValueError, match="needs proxy"):
         SELECTORS["ifd"](SelectorInputs(pool), 0.5)
+    with pytest.raises(ValueError, match="needs less_scores"):
+        SELECTORS["less"](SelectorInputs(pool, scores=scores), 0.5)

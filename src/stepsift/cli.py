@@ -36,6 +36,13 @@ def add_score_parser(sub: argparse._SubParsersAction) -> None:
         "Hugging Face causal LM / image-text-to-text model: a local folder or a hub id",
     )
     p.add_argument(
+        "--proxy-init",
+        type=Path,
+        default=None,
+        help="with the built-in proxy: a saved proxy folder (a pre-trained checkpoint) whose "
+        "weights it starts from instead of random ones; the warm-up on the pool still runs",
+    )
+    p.add_argument(
         "--method",
         choices=METHODS,
         default=ScoreSettings.method,
@@ -205,6 +212,7 @@ def hf_options_from(args: argparse.Namespace) -> HFOptions:
 def run_score(args: argparse.Namespace) -> int:
     settings = ScoreSettings(
         proxy=args.proxy,
+        proxy_init=args.proxy_init,
         hf=hf_options_from(args),
         method=args.method,
         params=args.params,
@@ -369,7 +377,7 @@ def add_demo_parser(sub: argparse._SubParsersAction) -> None:
         "demo", help="the quick benchmark: one seed, protocol B, the main methods (< 10 min)"
     )
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
-    p.add_argument("--pool", type=int, default=500, help="candidate pool size")
+    p.add_argument("--pool", type=int, default=2000, help="candidate pool size")
     p.add_argument("--noise", type=float, default=0.4, help="fraction of noisy pool samples")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache", type=Path, default=None, help="base checkpoint cache folder")
@@ -412,13 +420,13 @@ def _noise_mix(text: str) -> dict[str, float]:
         except ValueError:
             sep = ""
         if not sep:
-            raise argparse.ArgumentTypeError(f"--noise-mix: expected TYPE=WEIGHT, got {part!r}")
+            raise argparse.ArgumentTypeError(f"expected NAME=WEIGHT, got {part!r}")
     return out
 
 
 def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     from stepsift.bench.runner import METHODS as BENCH_METHODS
-    from stepsift.bench.runner import BenchConfig
+    from stepsift.bench.runner import PROXY_STARTS, BenchConfig
 
     d = BenchConfig(out=Path("runs/bench"))  # every default comes from the config itself
 
@@ -462,15 +470,50 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
         "(unnamed types 0; default: all equal). A near-duplicate-heavy pool: "
         "near_duplicate=6 with the others 1",
     )
+    p.add_argument(
+        "--target",
+        type=_words,
+        default=d.target,
+        help=f"the target task family/families: anchors and test come from them only "
+        f"(default {listed(d.target)}; see bench/families.py)",
+    )
+    p.add_argument(
+        "--target-share",
+        type=float,
+        default=d.target_share,
+        help=f"share of the pool from the target families (default {d.target_share:g}; "
+        "1: the old single-family pool)",
+    )
+    p.add_argument(
+        "--families",
+        type=_noise_mix,
+        default=d.other_families,
+        help="weights of the other families in the rest of the pool, e.g. "
+        "transcribe=2,text_arith=1 (unnamed ones 0; default: all equal)",
+    )
+    p.add_argument(
+        "--proxy-start",
+        choices=PROXY_STARTS,
+        default=d.proxy_start,
+        help="the proxy starts from a checkpoint pre-trained on a generic corpus of the "
+        "world (cached), or from random weights; both are then warmed up on 5%% of the pool",
+    )
+    p.add_argument(
+        "--audit",
+        type=int,
+        default=d.audit,
+        help=f"candidates scored exactly to audit a fast estimator (default {d.audit}; 0 off)",
+    )
     p.add_argument("--pool", type=int, default=d.pool_size, help="candidate pool size")
     p.add_argument("--test", type=int, default=d.n_test, help="test set size")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="target batch size")
     p.add_argument("--epochs", type=int, default=d.epochs, help="protocol A's epochs (B: full's)")
     p.add_argument("--lr", type=float, default=d.lr, help="target fine-tuning learning rate")
     p.add_argument(
         "--estimator",
         choices=METHODS,
         default=d.estimator,
-        help="how OST's scores are computed (default: exact, the method's definition)",
+        help=f"how OST's scores are computed (default: {d.estimator}, audited against exact)",
     )
     p.add_argument("--cache", type=Path, default=None, help="base checkpoint cache folder")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -492,8 +535,14 @@ def run_bench(args: argparse.Namespace) -> int:
             seeds=args.seeds,
             noise_rates=args.noise,
             noise_mix=args.noise_mix,
+            target=args.target,
+            target_share=args.target_share,
+            other_families=args.families,
+            proxy_start=args.proxy_start,
+            audit=args.audit,
             pool_size=args.pool,
             n_test=args.test,
+            batch_size=args.batch_size,
             epochs=args.epochs,
             lr=args.lr,
             estimator=args.estimator,

@@ -7,11 +7,16 @@ Layout under `out_dir`:
                    `group` field: its problem template, for per-group utilities
     test.jsonl     clean problems on test-split images (never seen in training)
     images/        one PNG per sample, except near-duplicates that reuse another's file
+                   and text-only samples
 
 Each line is `{"id", "image", "conversations", "meta"}`, with `image` relative to the JSONL's
 folder. `meta` holds the ground truth (noise tag, true answer); the scorer must not read it.
+A text-only sample (the v2 `text_arith` family) has no `image` key and no `<image>`.
 
-    python -m stepsift.bench.generate OUT_DIR --n-pool 2000
+With `mix` (a `families.FamilyMix`), the pool mixes task families and carries systematic
+errors (generator v2); anchors and test are then clean problems of the target families.
+
+    python -m stepsift.bench.generate OUT_DIR --n-pool 2000 [--target chain --target-share 0.3]
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -34,6 +39,9 @@ from stepsift.bench.problems import (
     make_clean,
     make_pool,
 )
+
+if TYPE_CHECKING:
+    from stepsift.bench.families import FamilyMix
 
 __all__ = ["BenchmarkPaths", "write_benchmark", "to_llava", "extract_answer", "is_correct"]
 
@@ -50,7 +58,17 @@ class BenchmarkPaths:
 
 
 def to_llava(sample: Sample) -> dict[str, Any]:
-    """The sample as a LLaVA record; the image path is relative to the JSONL's folder."""
+    """The sample as a LLaVA record; the image path is relative to the JSONL's folder.
+    A text-only sample has neither an `image` key nor an `<image>` placeholder."""
+    if not sample.has_image:
+        return {
+            "id": sample.id,
+            "conversations": [
+                {"from": "human", "value": sample.question},
+                {"from": "gpt", "value": sample.answer},
+            ],
+            "meta": sample.meta,
+        }
     return {
         "id": sample.id,
         "image": f"{IMAGE_DIR}/{sample.image_of}.png",
@@ -74,7 +92,8 @@ def write_text_chat(samples: list[Sample], path: Path) -> None:
     its digits instead of showing them. The noise tag rides along in `meta`, unread."""
     with open(path, "w", encoding="utf-8") as f:
         for s in samples:
-            question = f"{digits_sentence(s.meta['digits'])} {s.question}"
+            digits = s.meta["digits"]
+            question = f"{digits_sentence(digits)} {s.question}" if digits else s.question
             record = {
                 "id": s.id,
                 "messages": [
@@ -94,8 +113,8 @@ def _write(samples: list[Sample], jsonl: Path, images: Path, grouped: bool = Fal
             if grouped:  # the anchors' group: the problem's template (sum, product, ...)
                 record["group"] = s.meta["task"]
             f.write(json.dumps(record) + "\n")
-            if s.image_of != s.id:
-                continue  # shares another sample's file
+            if s.image_of != s.id or not s.has_image:
+                continue  # shares another sample's file, or has none
             pixels = compose(bank, s.meta["image_indices"])
             if s.brightness != 1.0:  # a near-duplicate's trivially perturbed copy
                 pixels = np.round(pixels * s.brightness).astype(np.uint8)
@@ -110,8 +129,13 @@ def write_benchmark(
     noise_rate: float = DEFAULT_NOISE_RATE,
     noise_mix: Mapping[str, float] | None = None,
     seed: int = 0,
+    mix: FamilyMix | None = None,
 ) -> BenchmarkPaths:
-    """Generate and write pool/anchors/test; same arguments -> byte-identical files."""
+    """Generate and write pool/anchors/test; same arguments -> byte-identical files.
+
+    `mix`: the v2 pool over task families (`noise_mix=None` is then DEFAULT_V2_NOISE_MIX);
+    anchors and test are clean problems of `mix.target`. None: the chain-only benchmark.
+    """
     root = Path(out_dir)
     paths = BenchmarkPaths(
         root=root,
@@ -121,9 +145,12 @@ def write_benchmark(
         images=root / IMAGE_DIR,
     )
     paths.images.mkdir(parents=True, exist_ok=True)
-    _write(make_pool(n_pool, noise_rate, noise_mix, seed), paths.pool, paths.images)
-    _write(make_clean(n_anchors, "dev", "anchor", seed), paths.anchors, paths.images, True)
-    _write(make_clean(n_test, "test", "test", seed), paths.test, paths.images)
+    target = None if mix is None else mix.target_weights()
+    pool = make_pool(n_pool, noise_rate, noise_mix, seed, families=mix)
+    _write(pool, paths.pool, paths.images)
+    anchors = make_clean(n_anchors, "dev", "anchor", seed, families=target)
+    _write(anchors, paths.anchors, paths.images, True)
+    _write(make_clean(n_test, "test", "test", seed, families=target), paths.test, paths.images)
     return paths
 
 
@@ -135,8 +162,24 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n-test", type=int, default=1000)
     ap.add_argument("--noise-rate", type=float, default=DEFAULT_NOISE_RATE)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--target", help="comma-separated target families: the v2 pool over task families"
+    )
+    ap.add_argument("--target-share", type=float, help="the target's share of the v2 pool")
     a = ap.parse_args(argv)
-    paths = write_benchmark(a.out_dir, a.n_pool, a.n_anchors, a.n_test, a.noise_rate, seed=a.seed)
+    mix = None
+    if a.target is not None or a.target_share is not None:
+        from stepsift.bench.families import FamilyMix
+
+        kw: dict[str, Any] = {}
+        if a.target is not None:
+            kw["target"] = tuple(t.strip() for t in a.target.split(",") if t.strip())
+        if a.target_share is not None:
+            kw["target_share"] = a.target_share
+        mix = FamilyMix(**kw)
+    paths = write_benchmark(
+        a.out_dir, a.n_pool, a.n_anchors, a.n_test, a.noise_rate, seed=a.seed, mix=mix
+    )
     print(f"wrote {paths.pool}, {paths.anchors}, {paths.test} and {paths.images}/")
 
 

@@ -15,21 +15,26 @@ clearly stronger than the proxy:
 
 The judge decides how much to keep (every agreeing sample), so it ignores the keep fraction.
 A sample with no parsable final answer never agrees.
+
+With a v2 pool (many task families, `families.py`), `JudgeSettings.families` is the pool's
+family mix (`FamilyMix.weights()`): the judge learns every family of the pool, and answers
+are compared with the parser of the sample's family (`meta["family"]`, default chain).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from stepsift.bench.digits import compose, load_bank
-from stepsift.bench.problems import extract_answer, make_clean
+from stepsift.bench.families import parse_answer
+from stepsift.bench.problems import make_clean
 from stepsift.bench.selectors import SelectionResult
 from stepsift.bench.target import Example, TargetModel, strip_of
-from stepsift.bench.trainer import evaluate, finetune, generate_replies
+from stepsift.bench.trainer import evaluate, finetune, generate_replies, true_family
 from stepsift.data.record import Record, Turn
 
 
@@ -40,6 +45,8 @@ class JudgeSettings:
     lr: float = 2e-3
     batch_size: int = 16
     seed: int = 0
+    # the families of its clean problems, as weights (FamilyMix.weights()); None: chain only
+    families: dict[str, float] | None = None
 
 
 @dataclass
@@ -49,25 +56,30 @@ class Judge:
     settings: JudgeSettings
 
 
-def judge_examples(n: int, seed: int) -> list[Example]:
-    """`n` clean problems on pool-split images, from the judge's own random stream."""
+def judge_examples(n: int, seed: int, families: Mapping[str, float] | None = None) -> list[Example]:
+    """`n` clean problems on pool-split images, from the judge's own random stream, of the
+    given families (weights; None: chain only)."""
     bank = load_bank()
     out = []
-    for s in make_clean(n, "pool", "judge", seed=seed, stream="judge"):
-        gray = compose(bank, s.meta["image_indices"])
+    for s in make_clean(n, "pool", "judge", seed=seed, stream="judge", families=families):
+        pixels = None
+        if s.has_image:
+            gray = compose(bank, s.meta["image_indices"])
+            pixels = np.repeat(gray[:, :, None], 3, axis=2)
         # as the reader gives a LLaVA record: the <image> placeholder is not part of the text
         turns = (
             Turn("user", s.question),
             Turn("assistant", s.answer, supervised=True),
         )
-        out.append(Example(turns, np.repeat(gray[:, :, None], 3, axis=2), s.meta["answer"]))
+        family = s.meta.get("family", "chain")
+        out.append(Example(turns, pixels, s.meta["answer"], family))
     return out
 
 
 def train_judge(base: TargetModel, settings: JudgeSettings | None = None) -> Judge:
     """Fine-tune a copy of `base` on the judge's own clean problems (protocol A)."""
     settings = settings or JudgeSettings()
-    examples = judge_examples(settings.n_train, settings.seed)
+    examples = judge_examples(settings.n_train, settings.seed, settings.families)
     model, stats = finetune(
         base,
         examples,
@@ -93,8 +105,9 @@ def judge_select(judge: Judge, records: Sequence[Record]) -> SelectionResult:
     replies = generate_replies(judge.model, prompts)
     kept, agree = [], {}
     for record, reply in zip(records, replies, strict=True):
-        claimed = extract_answer(record.turns[-1].text)
-        ok = claimed is not None and claimed == extract_answer(reply)
+        family = true_family(record)  # metadata['meta']['family'], default chain
+        claimed = parse_answer(record.turns[-1].text, family)
+        ok = claimed is not None and claimed == parse_answer(reply, family)
         agree[record.id] = float(ok)
         if ok:
             kept.append(record.id)

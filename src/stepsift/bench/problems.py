@@ -13,6 +13,10 @@ disagrees with the chain, truncation, off-task text, near-duplicates). The defau
 `noise_rate=0.4` was chosen before looking at any results, to mimic a noisy synthetic pool; the
 default mix weighs the six noise types equally. Every sample's `meta` records its noise type
 and the true answer; the scorer never sees it. Anchor (dev) and test problems are always clean.
+
+This module is the single-family (chain) generator. `make_pool(..., families=FamilyMix(...))`
+and `make_clean(..., families={...})` delegate to `stepsift.bench.families` (generator v2:
+many task families, systematic errors); without `families` the output is what it always was.
 """
 
 from __future__ import annotations
@@ -20,11 +24,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from stepsift.bench.digits import DigitBank, load_bank
+
+if TYPE_CHECKING:
+    from stepsift.bench.families import FamilyMix
 
 NOISE_TYPES = (
     "misread",
@@ -39,7 +46,8 @@ DEFAULT_NOISE_MIX: dict[str, float] = {t: 1.0 for t in NOISE_TYPES}
 
 # Independent random streams, so e.g. a bigger test set does not change the pool. "judge" is
 # the judge baseline's own clean training problems: pool-split images, but not the pool.
-_STREAM = {"pool": 0, "dev": 1, "test": 2, "judge": 3}
+# "rules" picks the v2 pool's systematic error rules (families.Rules).
+_STREAM = {"pool": 0, "dev": 1, "test": 2, "judge": 3, "rules": 4}
 
 
 # --- templates ---------------------------------------------------------------------------------
@@ -173,8 +181,14 @@ def extract_answer(text: str) -> int | None:
 
 
 def is_correct(text: str, meta: Mapping[str, Any]) -> bool:
-    """Exact match of the extracted final answer with the true answer."""
-    return extract_answer(text) == meta["answer"]
+    """Exact match of the final answer, read by the sample's family's parser (records without
+    a `family` are chain), with the true answer."""
+    family = meta.get("family", "chain")
+    if family == "chain":
+        return extract_answer(text) == meta["answer"]
+    from stepsift.bench.families import parse_answer  # families builds on this module
+
+    return parse_answer(text, family) == meta["answer"]
 
 
 def stated_digits(text: str) -> list[int] | None:
@@ -199,6 +213,7 @@ class Sample:
 
     `image_of` is the id of the sample whose PNG this one shows (itself, unless it is a
     near-duplicate reusing another sample's file); `brightness` < 1 marks a dimmed image copy.
+    `has_image` is False for a text-only problem (families' `text_arith`): no PNG, no image.
     """
 
     id: str
@@ -207,6 +222,7 @@ class Sample:
     meta: dict[str, Any]
     image_of: str = ""
     brightness: float = 1.0
+    has_image: bool = True
 
     def __post_init__(self) -> None:
         self.image_of = self.image_of or self.id
@@ -372,7 +388,10 @@ def _normalise_mix(noise_mix: Mapping[str, float] | None) -> np.ndarray:
     mix = dict(DEFAULT_NOISE_MIX if noise_mix is None else noise_mix)
     unknown = set(mix) - set(NOISE_TYPES)
     if unknown:
-        raise ValueError(f"unknown noise types {sorted(unknown)}; known: {NOISE_TYPES}")
+        hint = ""
+        if any(t.startswith("sys_") for t in unknown):
+            hint = " (systematic types need a family mix: make_pool(..., families=FamilyMix()))"
+        raise ValueError(f"unknown noise types {sorted(unknown)}; known: {NOISE_TYPES}{hint}")
     w = np.array([float(mix.get(t, 0.0)) for t in NOISE_TYPES])
     if (w < 0).any() or w.sum() <= 0:
         raise ValueError("noise_mix weights must be >= 0 with a positive sum")
@@ -384,8 +403,17 @@ def make_pool(
     noise_rate: float = DEFAULT_NOISE_RATE,
     noise_mix: Mapping[str, float] | None = None,
     seed: int = 0,
+    families: FamilyMix | None = None,
 ) -> list[Sample]:
-    """`n` pool samples; exactly round(n * noise_rate) of them noisy, types drawn from the mix."""
+    """`n` pool samples; exactly round(n * noise_rate) of them noisy, types drawn from the mix.
+
+    With `families` (a `families.FamilyMix`), the v2 pool: many task families and systematic
+    errors (`families.make_mixed_pool`; `noise_mix=None` is then DEFAULT_V2_NOISE_MIX).
+    """
+    if families is not None:
+        from stepsift.bench.families import make_mixed_pool
+
+        return make_mixed_pool(n, noise_rate, noise_mix, seed, families)
     if not 0.0 <= noise_rate <= 1.0:
         raise ValueError(f"noise_rate must be in [0, 1], got {noise_rate}")
     weights = _normalise_mix(noise_mix)
@@ -425,13 +453,24 @@ def make_pool(
 
 
 def make_clean(
-    n: int, split: str, prefix: str, seed: int = 0, stream: str | None = None
+    n: int,
+    split: str,
+    prefix: str,
+    seed: int = 0,
+    stream: str | None = None,
+    families: Mapping[str, float] | None = None,
 ) -> list[Sample]:
     """`n` clean problems on the images of `split` ("dev" for anchors, or "test").
 
     `stream` names the random stream (default: the split's own); the judge's training set uses
     "judge" so that its problems on pool-split images are not the pool's problems.
+    `families` (family name -> weight; exact shares) draws from those task families
+    (`families.make_mixed_clean`); None is the chain problems exactly as before.
     """
+    if families is not None:
+        from stepsift.bench.families import make_mixed_clean
+
+        return make_mixed_clean(n, split, prefix, seed, stream, families)
     bank = load_bank()
     rng = np.random.default_rng([seed, _STREAM[stream or split]])
     out = []

@@ -1,13 +1,20 @@
 """The bench's outputs, written to `--out DIR` at the end of a run:
 
     results.json   one object per fine-tuning run: method, keep, protocol, seed, accuracy,
-                   train_seconds, select_seconds, train_samples (and noise, steps, ...)
-    summary.json   per noise rate: the base's accuracy, noise-detection figures, the judge
-    results.md     the paper-style table (mean and standard deviation over seeds) and the
-                   noise-detection tables
+                   train_seconds, select_seconds, train_samples, wrong_share, target_share
+                   (and noise, base_accuracy, steps, ...)
+    summary.json   per noise rate: the base's accuracy, noise-detection figures, the judge,
+                   and where the runner gives them the estimator audit and the proxy's
+                   competence
+    results.md     the paper-style table (mean and standard deviation over seeds), per noise
+                   rate and protocol a paired-difference table (each method against full-SFT
+                   and against random at its keep fraction: mean difference over seeds, 95%
+                   t-interval, win/loss/tie; bench/stats.py), and the noise-detection tables
     pareto.png     accuracy against total compute (selection + training), per protocol
 
 Total time = selection + training. Selection costs are charged as `runner.py` documents.
+The oracle rows (oracle_*) read the hidden noise tags: they bound what selection can gain and
+are not methods.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from stepsift.bench.stats import Interval, difference_to_constant, paired_difference, verdict
 from stepsift.data.atomic import atomic_write_text
 
 RESULT_FIELDS = (
@@ -31,7 +39,29 @@ RESULT_FIELDS = (
     "train_seconds",
     "select_seconds",
     "train_samples",
+    "wrong_share",
+    "target_share",
 )
+
+# the tables' row order; methods not listed come after, in alphabetical order
+METHOD_ORDER = (
+    "full",
+    "random",
+    "oracle_clean_all",
+    "oracle_clean",
+    "oracle_target",
+    "judge",
+    "loss_filter",
+    "less",
+    "deita",
+    "ifd",
+    "high_loss",
+    "ost",
+    "ost_drop_harmful",
+    "ost_diverse",
+    "ost_auto",
+)
+NAN = float("nan")
 
 
 def group_runs(rows: list[dict]) -> list[dict]:
@@ -58,29 +88,49 @@ def group_runs(rows: list[dict]) -> list[dict]:
                 "select_seconds": float(select.mean()),
                 "total_seconds": float(train.mean() + select.mean()),
                 "train_samples": float(np.mean([r["train_samples"] for r in rs])),
-                "wrong_share": float(np.mean([r["wrong_share"] for r in rs])),
-                "redundant_share": float(
-                    np.mean([r.get("redundant_share", float("nan")) for r in rs])
-                ),
+                "wrong_share": _mean(rs, "wrong_share"),
+                "target_share": _mean(rs, "target_share"),
+                "redundant_share": _mean(rs, "redundant_share"),
             }
         )
-    order = {"full": 0, "random": 1, "judge": 2, "deita": 3, "ifd": 4, "high_loss": 5}
-    out.sort(key=lambda g: (g["noise"], g["protocol"], order.get(g["method"], 9), g["keep"]))
+    order = {m: i for i, m in enumerate(METHOD_ORDER)}
+    out.sort(
+        key=lambda g: (
+            g["noise"], g["protocol"], order.get(g["method"], len(order)), g["method"], g["keep"]
+        )
+    )  # fmt: skip
     return out
 
 
+def _mean(rows: list[dict], field: str) -> float:
+    """Mean of a field over runs; nan when a run lacks it (older runs.jsonl lines)."""
+    values = [r.get(field) for r in rows]
+    return NAN if any(v is None for v in values) else float(np.mean(values))
+
+
+FIXED_LABELS = {
+    "full": "full",
+    "judge": "judge",
+    "ost_auto": "ost_auto (auto budget)",
+    "oracle_clean_all": "oracle: all clean",
+    "oracle_target": "oracle: clean target",
+}
+
+
 def label(g: dict) -> str:
-    if g["method"] in ("full", "judge"):
-        return g["method"]
-    if g["method"] == "random":
-        return f"random {g['keep']:.0%}"
-    if g["method"] == "ost_auto":
-        return "ost_auto (auto budget)"
+    if g["method"] in FIXED_LABELS:
+        return FIXED_LABELS[g["method"]]
+    if g["method"] in ("random", "oracle_clean", "loss_filter"):
+        return f"{g['method']} {g['keep']:.0%}"
     return f"{g['method']} top-{g['keep']:.0%}"
 
 
 def _sd(x: float) -> str:
     return "" if math.isnan(x) else f" ± {x * 100:.1f}"
+
+
+def _share(x: float | None) -> str:
+    return "" if x is None or math.isnan(x) else f"{x:.0%}"
 
 
 def results_table(groups: list[dict], noise: float, protocol: str, base: float) -> str:
@@ -92,19 +142,97 @@ def results_table(groups: list[dict], noise: float, protocol: str, base: float) 
         f"Protocol {protocol} ({'same epochs' if protocol == 'A' else 'same steps as full'}), "
         f"noise {noise:.0%}, {n_seeds} seed(s); base accuracy {base * 100:.1f}",
         "",
-        "| method | data kept | wrong in kept | repeats in kept | accuracy | gain over base "
-        "| training s | total s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| method | data kept | wrong in kept | target in kept | repeats in kept | accuracy "
+        "| gain over base | training s | total s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for g in rows:
-        repeats = g.get("redundant_share", float("nan"))
         lines.append(
             f"| {label(g)} | {g['keep']:.0%} ({g['train_samples']:.0f}) | "
-            f"{g['wrong_share']:.0%} | {'' if math.isnan(repeats) else f'{repeats:.0%}'} | "
+            f"{_share(g['wrong_share'])} | {_share(g.get('target_share'))} | "
+            f"{_share(g.get('redundant_share'))} | "
             f"{g['accuracy'] * 100:.1f}{_sd(g['accuracy_sd'])} | "
             f"{g['gain'] * 100:+.1f} | {g['train_seconds']:.0f} | {g['total_seconds']:.0f} |"
         )
+    if any(g["method"].startswith("oracle") for g in rows):
+        lines += ["", "Oracle rows read the hidden noise tags: they bound what selection can "
+                  "gain and are not methods."]  # fmt: skip
     return "\n".join(lines)
+
+
+def _interval(iv: Interval) -> str:
+    """A difference in accuracy points with its interval: "+2.1 (+0.4 .. +3.8)"."""
+    if iv.n == 0 or math.isnan(iv.mean):
+        return ""
+    if math.isnan(iv.low):
+        return f"{iv.mean * 100:+.1f} (n={iv.n}, no interval)"
+    return f"{iv.mean * 100:+.1f} ({iv.low * 100:+.1f} .. {iv.high * 100:+.1f})"
+
+
+def _verdict(iv: Interval) -> str:
+    return "" if iv.n == 0 else verdict(iv)
+
+
+def paired_table(
+    groups: list[dict], rows: list[dict], noise: float, protocol: str, base: float
+) -> str:
+    """Each method/keep row against full-SFT and against random at its keep fraction: the mean
+    accuracy difference over seeds (runs paired by seed), its 95% t-interval and the verdict."""
+    runs = [r for r in rows if float(r["noise"]) == noise and r["protocol"] == protocol]
+    mine = [g for g in groups if g["noise"] == noise and g["protocol"] == protocol]
+    if not runs or not mine:
+        return ""
+    fulls = [g for g in mine if g["method"] == "full"]
+    randoms = {round(float(g["keep"]), 6): g for g in mine if g["method"] == "random"}
+    lines = [
+        f"Paired differences, protocol {protocol}, noise {noise:.0%}: accuracy points, mean "
+        "over seeds (runs paired by seed) with 95% t-interval; win/loss only when the "
+        "interval excludes 0.",
+        "",
+    ]
+    full_key = (fulls[0]["method"], fulls[0]["keep"]) if fulls else None
+    if full_key is not None:
+        iv = difference_to_constant(runs, full_key, base)
+        lines += [f"Full-SFT against base: {_interval(iv)}, {_verdict(iv)} (n={iv.n})", ""]
+    lines += [
+        "| method | vs full-SFT | verdict | vs random at same keep | verdict |",
+        "|---|---|---|---|---|",
+    ]
+    for g in mine:
+        key = (g["method"], g["keep"])
+        if g["method"] == "full":
+            continue
+        cells = ["", "", "", ""]
+        if full_key is not None:
+            iv = paired_difference(runs, key, full_key)
+            cells[:2] = [_interval(iv), _verdict(iv)]
+        ref = randoms.get(round(float(g["keep"]), 6))
+        if ref is not None and g["method"] != "random":
+            iv = paired_difference(runs, key, (ref["method"], ref["keep"]))
+            cells[2:] = [_interval(iv), _verdict(iv)]
+        lines.append(f"| {label(g)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def audit_line(audit: dict) -> str:
+    """How far the estimator OST scored with is from the exact utility on a random sample."""
+    return (
+        f"OST scored with {audit['estimator']}; audit: {audit['n']} random candidates scored "
+        f"exactly, Spearman ρ {audit['spearman']:.3f}, top-20% overlap "
+        f"{audit['top20_overlap']:.0%}"
+    )
+
+
+def proxy_line(proxy: dict) -> str:
+    """The proxy's competence, from what the runner measured (each part where present)."""
+    parts = []
+    if proxy.get("start"):
+        parts.append(f"{proxy['start']} start")
+    if proxy.get("anchor_loss") is not None:
+        parts.append(f"anchor loss {proxy['anchor_loss']:.3f}")
+    if proxy.get("misread_auroc") is not None:
+        parts.append(f"misread AUROC {proxy['misread_auroc']:.3f}")
+    return "Proxy: " + ", ".join(parts) if parts else ""
 
 
 def detection_table(det: dict) -> str:
@@ -215,8 +343,11 @@ def sweep_table(groups: list[dict], context: dict, protocol: str) -> str:
     return "\n".join(lines)
 
 
-def markdown(groups: list[dict], context: dict) -> str:
+def markdown(groups: list[dict], context: dict, rows: list[dict] | None = None) -> str:
+    """The results page; `rows` (the runs themselves) adds the paired-difference tables."""
     parts = ["# stepsift bench results", ""]
+    if context.get("protocol_note"):
+        parts += [f"Protocol: {context['protocol_note']}", ""]
     for protocol in ("A", "B"):
         table = sweep_table(groups, context, protocol)
         if table:
@@ -227,6 +358,14 @@ def markdown(groups: list[dict], context: dict) -> str:
             table = results_table(groups, noise, protocol, level["base_accuracy"])
             if table:
                 parts += [table, ""]
+            paired = paired_table(groups, rows or [], noise, protocol, level["base_accuracy"])
+            if paired:
+                parts += [paired, ""]
+        if level.get("audit"):
+            parts += [audit_line(level["audit"]), ""]
+        line = proxy_line(level["proxy"]) if level.get("proxy") else ""
+        if line:
+            parts += [line, ""]
         parts += [detection_table(level["detection"]), ""]
     judge = context.get("judge")
     if judge:
@@ -288,7 +427,7 @@ def write_reports(cfg: Any, rows: list[dict], context: dict) -> str:
     atomic_write_text(out / "results.json", json.dumps(rows, indent=1) + "\n")
     atomic_write_text(out / "summary.json", json.dumps(context, indent=1) + "\n")
     groups = group_runs(rows)
-    text = markdown(groups, context)
+    text = markdown(groups, context, rows)
     atomic_write_text(out / "results.md", text)
     if groups:
         pareto_plot(groups, context, out / "pareto.png")

@@ -24,7 +24,7 @@ import math
 import platform
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from stepsift.bench.base_model import BaseConfig, get_base_model
+from stepsift.bench.families import FamilyMix
 from stepsift.bench.generate import BenchmarkPaths, write_benchmark
 from stepsift.bench.judge import (
     Judge,
@@ -49,13 +50,22 @@ from stepsift.bench.metrics import (
     per_type_auroc,
 )
 from stepsift.bench.problems import DEFAULT_NOISE_RATE
+from stepsift.bench.proxy_base import ProxyBaseConfig, get_proxy_base
+from stepsift.bench.score_runs import (
+    ScoreCost,
+    ScoreRecipe,
+    audit,
+    cached_json,
+    less_scores,
+    loss_pass_seconds,
+    ost_scores,
+)
 from stepsift.bench.selectors import SELECTORS, SelectionResult, SelectorInputs
 from stepsift.bench.target import TargetModel
 from stepsift.bench.trainer import TrainStats, evaluate, finetune
 from stepsift.data import read_records
 from stepsift.data.atomic import atomic_write_text
 from stepsift.data.record import Record
-from stepsift.engine.scoring import ScoreSettings, score
 from stepsift.engine.store import read_scores, read_settings
 from stepsift.proxy.builtin import BuiltinProxy
 from stepsift.proxy.warmup import WarmupSettings
@@ -64,45 +74,71 @@ METHODS = (
     "full",
     "random",
     "ost",
-    "ost_drop_harmful",
-    "high_loss",
-    "ifd",
-    "deita",
+    "loss_filter",
+    "less",
+    "oracle_clean",
+    "oracle_clean_all",
+    "oracle_target",
     "judge",
+    "deita",
+    "ifd",
+    "high_loss",
+    "ost_drop_harmful",
     "ost_auto",
     "ost_diverse",
 )
-DEFAULT_METHODS = METHODS[:8]  # the paper's comparison; ost_auto and ost_diverse on request
+# the paper's comparison plus the baselines a reviewer asks for; the other OST variants on
+# request
+DEFAULT_METHODS = METHODS[:12]
 PROTOCOLS = ("A", "B")
 SCORE_TABLE_METHODS = ("ost", "ost_drop_harmful", "high_loss", "ost_auto", "ost_diverse")
 PROXY_METHODS = ("ifd", "deita")
+# at OST's budgets (`fractions`); the oracles that keep "all" of something decide their size
+AT_OST_BUDGETS = ("ost", "ost_diverse", "loss_filter", "less", "oracle_clean")
+METHOD_SIZED = ("full", "judge", "ost_auto", "oracle_clean_all", "oracle_target")
+PROXY_STARTS = ("pretrained", "scratch")
+LESS_BENCH_DIM = 1024  # LESS's 8192 costs 66x more per candidate for the same ranking (RESULTS)
 
 
 @dataclass
 class BenchConfig:
     out: Path
     methods: tuple[str, ...] = DEFAULT_METHODS
-    # OST's scores come from the exact utility (the method's definition) unless asked;
-    # benchmarks/scoring_speed.py measures how closely the fast estimators follow it
-    estimator: str = "exact"
-    fractions: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5, 0.7)  # OST's keep fractions
+    # exact costs ~129 forward-equivalents a candidate (hours at 10k on 2 cores); the bench
+    # scores with `curvature` (~4) and audits it against exact on `audit` random candidates
+    estimator: str = "curvature"
+    audit: int = 200  # candidates scored exactly to measure the estimator (0: none)
+    fractions: tuple[float, ...] = (0.2, 0.5)  # OST's keep fractions, and the loss filter's,
+    # LESS's and oracle_clean's
     random_fractions: tuple[float, ...] = (0.2, 0.5)  # random-k controls
     baseline_fraction: float = 0.2  # ost_drop_harmful, high_loss, ifd, deita (the paper's 20%)
-    protocols: tuple[str, ...] = PROTOCOLS
+    # one pass of full-SFT over the pool sets protocol B's step budget (single epoch)
+    protocols: tuple[str, ...] = ("B",)
     seeds: tuple[int, ...] = (0, 1, 2)
     noise_rates: tuple[float, ...] = (DEFAULT_NOISE_RATE,)
-    # weights of the noise types (problems.NOISE_TYPES); None: equal. E.g.
-    # {"near_duplicate": 6, ...} for a pool heavy with near-duplicates of clean samples
+    # weights of the noise types (families.ALL_NOISE_TYPES); None: the v2 default (random
+    # and systematic; families.DEFAULT_V2_NOISE_MIX), or for the old single-family pool
+    # (target_share 1) the old equal random mix
     noise_mix: dict[str, float] | None = None
-    pool_size: int = 600  # the size measured in benchmarks/RESULTS.md (~40 min, 2 cores)
+    # the pool's task families: `target` share of the pool from the target families
+    # (anchors and test come from them only), the rest by `other_families` weights (None:
+    # equal over every other family); target_share 1 is the old single-family pool
+    target: tuple[str, ...] = ("chain",)
+    target_share: float = 0.3
+    other_families: dict[str, float] | None = None
+    pool_size: int = 10000
     n_anchors: int = 100
     n_test: int = 1000
     data_seed: int = 0  # the pool is fixed across training seeds, as in the paper
-    epochs: int = 3
+    epochs: int = 1
     lr: float = 2e-3
-    batch_size: int = 16
-    judge: JudgeSettings = field(default_factory=JudgeSettings)
+    batch_size: int = 32
+    judge: JudgeSettings = field(default_factory=lambda: JudgeSettings(n_train=4000))
     base: BaseConfig = field(default_factory=BaseConfig)
+    # the proxy starts from a checkpoint pre-trained on a generic corpus of the world
+    # (bench/proxy_base.py), as the paper's proxy is a pretrained model; or from scratch
+    proxy_start: str = "pretrained"
+    proxy_base: ProxyBaseConfig = field(default_factory=ProxyBaseConfig)
     warmup: WarmupSettings = field(default_factory=WarmupSettings)  # the proxy's, for OST
     cache_dir: Path | None = None  # the base checkpoint cache (default: OUT/../cache, shared)
     progress: bool = True
@@ -121,15 +157,36 @@ class BenchConfig:
         for r in self.noise_rates:
             if not 0 <= r <= 1:
                 raise ValueError(f"noise rates must be in [0, 1], got {r}")
+        if self.proxy_start not in PROXY_STARTS:
+            raise ValueError(f"proxy_start must be one of {PROXY_STARTS}, got {self.proxy_start!r}")
+        if self.audit < 0:
+            raise ValueError(f"audit must be >= 0, got {self.audit}")
+        self.mix()  # unknown families or a bad share fail here, before any work
+
+    def mix(self) -> FamilyMix | None:
+        """The pool's family mix; None for the old single-family pool (`target_share` 1 of
+        chain problems), which is then generated exactly as before."""
+        if self.target_share == 1 and tuple(self.target) == ("chain",):
+            return None
+        return FamilyMix(
+            target=tuple(self.target),
+            target_share=self.target_share,
+            others=self.other_families,
+        )
+
+    def judge_settings(self) -> JudgeSettings:
+        """The judge trains on clean problems of the pool's own family mix."""
+        mix = self.mix()
+        return replace(self.judge, families=mix.weights() if mix else None)
 
     def plan(self) -> list[tuple[str, float | None]]:
         """(method, keep fraction) pairs; None: the method decides (full keeps all, the judge
         keeps what it agrees with)."""
         out: list[tuple[str, float | None]] = []
         for m in self.methods:
-            if m in ("full", "judge", "ost_auto"):
+            if m in METHOD_SIZED:
                 out.append((m, None))
-            elif m in ("ost", "ost_diverse"):  # set-wise at the same budgets as top-k
+            elif m in AT_OST_BUDGETS:  # the same budgets as OST's top-k
                 out += [(m, f) for f in self.fractions]
             elif m == "random":
                 out += [(m, f) for f in self.random_fractions]
@@ -140,6 +197,13 @@ class BenchConfig:
     def full_steps(self) -> int:
         """Protocol B's step budget: what full-SFT takes under protocol A."""
         return self.epochs * math.ceil(self.pool_size / self.batch_size)
+
+    def protocol_note(self) -> str:
+        return (
+            f"protocol B trains every subset for the steps of {self.epochs} pass(es) of "
+            f"full-SFT over the pool ({self.full_steps()} steps of {self.batch_size}); "
+            "protocol A trains each subset for that many passes over itself"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -152,9 +216,12 @@ def run_key(noise: float, method: str, keep: float | None, protocol: str, seed: 
     return f"{noise:g}|{method}|{keep if keep is not None else '-'}|{protocol}|{seed}"
 
 
+SEEDED_SELECTIONS = ("random", "oracle_clean")  # drawn anew for every training seed
+
+
 def selection_key(method: str, keep: float | None, seed: int) -> str:
-    # only random depends on the seed; the others are a property of the pool
-    suffix = f"@seed{seed}" if method == "random" else ""
+    # only the random draws depend on the seed; the others are a property of the pool
+    suffix = f"@seed{seed}" if method in SEEDED_SELECTIONS else ""
     return f"{method}@{keep if keep is not None else '-'}{suffix}"
 
 
@@ -178,22 +245,16 @@ def benchmark_data(cfg: BenchConfig, noise: float) -> BenchmarkPaths:
     }
     if cfg.noise_mix is not None:
         spec["noise_mix"] = dict(cfg.noise_mix)
+    mix = cfg.mix()
+    marker_spec = {**spec, "mix": mix.to_dict() if mix else None}
     marker = root / "spec.json"
-    if marker.is_file() and json.loads(marker.read_text()) == spec:
+    if marker.is_file() and json.loads(marker.read_text()) == marker_spec:
         return BenchmarkPaths(
             root, root / "pool.jsonl", root / "anchors.jsonl", root / "test.jsonl", root / "images"
         )
-    paths = write_benchmark(root, **spec)
-    atomic_write_text(marker, json.dumps(spec) + "\n")
+    paths = write_benchmark(root, **spec, mix=mix)
+    atomic_write_text(marker, json.dumps(marker_spec) + "\n")
     return paths
-
-
-def cached_json(path: Path, make: Callable[[], dict]) -> dict:
-    if path.is_file():
-        return json.loads(path.read_text())
-    value = make()
-    atomic_write_text(path, json.dumps(value, indent=1) + "\n")
-    return value
 
 
 @dataclass
@@ -204,55 +265,81 @@ class NoiseLevel:
     paths: BenchmarkPaths
     pool: list[Record]
     test: list[Record]
-    score_seconds: float  # the whole OST score run, warm-up included
-    warmup_seconds: float
+    ost: ScoreCost  # OST's score run
+    less: ScoreCost | None  # LESS's, when it is among the methods
+    audit: dict | None  # the estimator against exact on a random sample
     folder: Path
 
     @property
     def scores_path(self) -> Path:
         return self.folder / "scores.parquet"
 
+    @property
+    def score_seconds(self) -> float:  # the whole OST score run, warm-up included
+        return self.ost.score_seconds
+
+    @property
+    def warmup_seconds(self) -> float:
+        return self.ost.warmup_seconds
+
+
+def proxy_start(cfg: BenchConfig) -> Path | None:
+    """The pre-trained proxy checkpoint the score runs start from; None: from scratch."""
+    if cfg.proxy_start == "scratch":
+        return None
+    return get_proxy_base(cache_root(cfg), seed=cfg.data_seed, config=cfg.proxy_base, log=log)
+
+
+def cache_root(cfg: BenchConfig) -> Path:
+    return cfg.cache_dir or cfg.out.parent / "cache"
+
 
 def prepare_level(cfg: BenchConfig, noise: float) -> NoiseLevel:
     paths = benchmark_data(cfg, noise)
     folder = paths.root.parent
-    scores_path = folder / "scores.parquet"
-
-    def run_score() -> dict:
-        log(f"noise {noise:.0%}: scoring {cfg.pool_size} candidates with OST ({cfg.estimator})")
-        settings = ScoreSettings(
-            method=cfg.estimator,
-            seed=cfg.data_seed,
-            warmup=cfg.warmup,
-            progress=cfg.progress,
-            save_proxy=folder / "proxy",
+    recipe = ScoreRecipe(
+        pool=paths.pool,
+        anchors=paths.anchors,
+        folder=folder,
+        warmup=cfg.warmup,
+        proxy_init=proxy_start(cfg),
+        seed=cfg.data_seed,
+        progress=cfg.progress,
+    )
+    log(f"noise {noise:.0%}: OST scores of {cfg.pool_size} candidates ({cfg.estimator})")
+    ost = ost_scores(recipe, cfg.estimator)
+    checked = None
+    if cfg.audit and cfg.estimator != "exact":
+        log(f"noise {noise:.0%}: auditing {cfg.estimator} against exact on {cfg.audit}")
+        checked = audit(recipe, cfg.estimator, cfg.audit)
+        log(
+            f"audit: Spearman {checked['spearman']:.3f}, top-20% overlap "
+            f"{checked['top20_overlap']:.2f} (n={checked['n']})"
         )
-        summary = score(paths.pool, paths.anchors, scores_path, settings)
-        warm = summary.warmup.seconds if summary.warmup is not None else 0.0
-        return {"score_seconds": summary.seconds, "warmup_seconds": warm}
-
-    cost = cached_json(folder / "score_cost.json", run_score)
+    less = None
+    if "less" in cfg.methods:
+        log(f"noise {noise:.0%}: LESS scores (d={LESS_BENCH_DIM})")
+        less = less_scores(recipe, LESS_BENCH_DIM)
     pool = read_records(paths.pool).records
     test = read_records(paths.test).records
-    return NoiseLevel(
-        noise, paths, pool, test, cost["score_seconds"], cost["warmup_seconds"], folder
-    )
+    return NoiseLevel(noise, paths, pool, test, ost, less, checked, folder)
 
 
 def get_judge(cfg: BenchConfig, base: TargetModel, test: list[Record]) -> Judge:
     """The judge, trained once per bench folder and cached with its own test accuracy."""
     folder = cfg.out / "judge"
+    settings = cfg.judge_settings()
     info = (
         json.loads((folder / "judge.json").read_text()) if (folder / "judge.json").is_file() else {}
     )
-    if info.get("settings") == asdict(cfg.judge):
-        return Judge(TargetModel.load(folder), info["train_seconds"], cfg.judge)
-    log(f"training the judge on {cfg.judge.n_train} of its own clean problems")
-    judge = train_judge(base, cfg.judge)
+    if info.get("settings") == asdict(settings):
+        return Judge(TargetModel.load(folder), info["train_seconds"], settings)
+    log(f"training the judge on {settings.n_train} of its own clean problems")
+    judge = train_judge(base, settings)
     accuracy = judge_accuracy(judge, test)
     judge.model.save(folder)
     info = {
-        "settings": asdict(cfg.judge),
+        "settings": asdict(settings),
         "train_seconds": judge.train_seconds,
         "test_accuracy": accuracy,
     }
@@ -268,15 +355,23 @@ def select_all(
     path = level.folder / "selections.json"
     cache: dict[str, dict] = json.loads(path.read_text()) if path.is_file() else {}
     table = read_scores(level.scores_path)
+    less_table = read_scores(level.folder / "less.parquet") if level.less else None
     proxy: BuiltinProxy | None = None
     out: dict[str, SelectionResult] = {}
     for method, keep in cfg.plan():
-        for seed in cfg.seeds if method == "random" else cfg.seeds[:1]:
+        for seed in cfg.seeds if method in SEEDED_SELECTIONS else cfg.seeds[:1]:
             key = selection_key(method, keep, seed)
             if key not in cache:
                 if method in PROXY_METHODS and proxy is None:
                     proxy = BuiltinProxy.load(level.folder / "proxy")
-                inputs = SelectorInputs(level.pool, scores=table, proxy=proxy, seed=seed)
+                inputs = SelectorInputs(
+                    level.pool,
+                    scores=table,
+                    proxy=proxy,
+                    seed=seed,
+                    less_scores=less_table,
+                    target_families=tuple(cfg.target),
+                )
                 if method == "judge":
                     result = judge_select(judge(), level.pool)
                 else:
@@ -295,7 +390,11 @@ def selection_overhead(method: str, level: NoiseLevel) -> float:
         return level.score_seconds
     if method in PROXY_METHODS:
         return level.warmup_seconds
-    return 0.0
+    if method == "loss_filter":  # a user's loss filter: the warm-up and one forward pass
+        return level.warmup_seconds + loss_pass_seconds(level.folder, level.pool)
+    if method == "less" and level.less is not None:
+        return level.less.score_seconds
+    return 0.0  # full, random, the oracles; the judge times its own inference
 
 
 # --- the runs -----------------------------------------------------------------------------
@@ -338,9 +437,13 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
     runs_path = cfg.out / "runs.jsonl"
     done = read_runs(runs_path)
 
-    base = get_base_model(cfg.cache_dir or cfg.out.parent / "cache", seed=0, config=cfg.base)
+    base = get_base_model(cache_root(cfg), seed=0, config=cfg.base)
     judge_box: dict[str, Judge] = {}
-    context: dict[str, Any] = {"machine": machine(), "levels": {}}
+    context: dict[str, Any] = {
+        "machine": machine(),
+        "levels": {},
+        "protocol_note": cfg.protocol_note(),
+    }
 
     for noise in cfg.noise_rates:
         level = prepare_level(cfg, noise)
@@ -355,10 +458,13 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
             return judge_box["judge"]
 
         selections = select_all(cfg, level, lazy_judge)
+        found = detection(level, selections)
         context["levels"][f"{noise:g}"] = {
             "base_accuracy": base_acc,
-            "detection": detection(level, selections),
+            "detection": found,
             "score_seconds": level.score_seconds,
+            "proxy": proxy_competence(cfg, level, found),
+            **({"audit": level.audit} if level.audit else {}),
         }
         for method, keep, protocol, seed in training_jobs(cfg):
             key = run_key(noise, method, keep, protocol, seed)
@@ -439,6 +545,7 @@ def train_and_evaluate(
         "train_samples": len(subset),
         "train_steps": stats.steps,
         "wrong_share": wrong_share(level.pool, sel.kept_ids),
+        "target_share": target_share(level.pool, sel.kept_ids, cfg.target),
         "redundant_share": redundant_share(level.pool, sel.kept_ids),
         "eval_seconds": result.seconds,
     }
@@ -450,6 +557,27 @@ def train_and_evaluate(
 def wrong_share(pool: list[Record], kept: list[str]) -> float:
     tags = noise_tags(pool)
     return float(np.mean([tags[i] not in NOT_WRONG for i in kept])) if kept else float("nan")
+
+
+def target_share(pool: list[Record], kept: list[str], target: tuple[str, ...]) -> float:
+    """Share of the kept samples from the target families (hidden `family` tag)."""
+    if not kept:
+        return float("nan")
+    by_id = {r.id: r for r in pool}
+    return float(np.mean([by_id[i].metadata["meta"].get("family", "chain") in target
+                          for i in kept]))  # fmt: skip
+
+
+def proxy_competence(cfg: BenchConfig, level: NoiseLevel, found: dict) -> dict:
+    """How the proxy started, the anchors' loss on it after the warm-up, and whether its own
+    loss sees misread digits (AUROC 0.5 = it cannot read)."""
+    per_type = found["per_type"].get("proxy loss (low = keep)", {})
+    return {
+        "start": cfg.proxy_start,
+        "anchor_loss": level.ost.anchor_loss,
+        "misread_auroc": per_type.get("misread"),
+        "sys_misread_auroc": per_type.get("sys_misread"),
+    }
 
 
 def redundant_share(pool: list[Record], kept: list[str]) -> float:
@@ -512,6 +640,10 @@ def detection(level: NoiseLevel, selections: dict[str, SelectionResult]) -> dict
             scorers[name] = np.array([sel.scores[i] for i in ids], dtype=float)
             if sel.name == "ifd":  # the selector excludes IFD > 1: rank those last
                 scorers[name][scorers[name] > 1] = np.nan
+    if level.less is not None:
+        less = read_scores(level.folder / "less.parquet").to_pydict()
+        by_id = dict(zip(less["id"], less["utility"], strict=True))
+        scorers["less (cosine)"] = np.array([by_id[i] for i in ids], dtype=float)
     out: dict[str, Any] = {"auroc": {}, "per_type": {}}
     for name, s in scorers.items():
         s = np.where(np.isfinite(s), s, np.nanmin(s[np.isfinite(s)]) - 1.0)  # undefined: last

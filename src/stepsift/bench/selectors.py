@@ -11,11 +11,22 @@ that happens (never silently padded), and `select_seconds`, the selector's own m
     ost_auto         top by utility, as many as `select --keep auto` keeps (select/budget.py)
     ost_diverse      the set-wise greedy of `select --diverse` at a keep fraction
     high_loss        highest proxy loss first ("hard examples")
+    loss_filter      lowest proxy loss first (the plain filter a user writes in five minutes)
+    less             top by LESS's cosine to the anchors' gradients (`score --method less`)
     ifd              Instruction-Following Difficulty (Li et al. 2024) on the proxy
     deita            a DEITA-like score-then-diversity filter (Liu et al. 2024) on the proxy
 
+    ORACLES (read the hidden ground truth; bounds, NOT methods):
+    oracle_clean     a seeded random subset of the samples that are not wrong
+    oracle_clean_all every sample that is not wrong
+    oracle_target    every not-wrong sample of the target families
+
 Selectors see only what a user's pipeline would: the records' turns and images, a score table
-and the proxy. None of them reads `Record.metadata` (the benchmark hides the ground truth there).
+and the proxy. None of them reads `Record.metadata` (the benchmark hides the ground truth there)
+-- EXCEPT THE ORACLES (`ORACLES`), which read `metadata["meta"]["noise"]` (and "family") on
+purpose: they say how much selection could gain at best with perfect knowledge of which
+samples are wrong, so a method's result can be read against them. They are not selection
+methods and must never be presented as one.
 The score-table selectors' `select_seconds` covers the selection only; the table's own cost is
 the `score` run's. `ifd` and `deita` time their proxy forward passes, which are their real cost.
 
@@ -28,6 +39,7 @@ higher is better); it keeps the top floor(fraction * n) by rating, ties broken b
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -39,6 +51,7 @@ import pyarrow as pa
 import torch
 from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer
 
+from stepsift.bench.metrics import NOT_WRONG
 from stepsift.data.record import Record, Turn
 from stepsift.engine.store import read_scores
 from stepsift.proxy.base import Proxy
@@ -150,23 +163,134 @@ def ost_diverse(scores: pa.Table | str | Path, fraction: float) -> SelectionResu
     )  # fmt: skip
 
 
+def _by_column(
+    name: str, scores: pa.Table | str | Path, column: str, fraction: float, highest: bool
+) -> SelectionResult:
+    """The top floor(fraction * n) by one score-table column, highest or lowest first; ties
+    by id, a NaN ranks last either way."""
+    start = time.perf_counter()
+    table = _table(scores)
+    ids = [str(x) for x in _column(table, "id")]
+    value = _column(table, column).astype(np.float64)
+    # `rank` puts the highest first and NaN last; negating keeps NaN a NaN
+    key = value if highest else -value
+    sel = choose(ids, key, np.zeros(len(ids), dtype=bool), Keep(fraction=fraction))
+    scores_out = dict(zip(ids, value.tolist(), strict=True))
+    elapsed = time.perf_counter() - start
+    return SelectionResult(name, sel.kept_ids, len(ids), sel.n_target, elapsed, "", scores_out)
+
+
 def high_loss(scores: pa.Table | str | Path, fraction: float) -> SelectionResult:
     """The samples with the HIGHEST proxy loss (the classic "hard examples" filter).
 
     Uses the score table's `loss` column (the proxy's mean answer-token loss, a by-product of
-    scoring). Low-loss selection is the other direction ("easy"/"clean" examples); it is not
-    offered here, but is this ranking reversed. Ties go by id; a NaN loss ranks last.
+    scoring). `loss_filter` is the other direction. Ties go by id; a NaN loss ranks last.
     """
+    return _by_column("high_loss", scores, "loss", fraction, highest=True)
+
+
+def loss_filter(scores: pa.Table | str | Path, fraction: float) -> SelectionResult:
+    """The samples with the LOWEST proxy loss: the plain "drop what the model finds
+    implausible" filter a user writes in five minutes.
+
+    The score table's `loss` column, lowest first; ties by id, a NaN loss ranks last (never
+    kept before a defined one). `scores` holds each sample's loss.
+    """
+    return _by_column("loss_filter", scores, "loss", fraction, highest=False)
+
+
+def _table_method(table: pa.Table) -> str | None:
+    """The estimator a score table says it was made with (its "stepsift" metadata), if any."""
+    raw = (table.schema.metadata or {}).get(b"stepsift")
+    if not raw:
+        return None
+    try:
+        return json.loads(raw).get("method")
+    except (ValueError, AttributeError):
+        return None
+
+
+def less(scores: pa.Table | str | Path, fraction: float) -> SelectionResult:
+    """LESS (Xia et al. 2024): the top floor(fraction * n) by the `utility` column of a score
+    table made by `stepsift score --method less` (each candidate's mean cosine between its
+    projected update and the anchors' projected gradients; utility/less.py). Ties by id, NaN
+    last. A table whose metadata names another estimator is refused."""
     start = time.perf_counter()
     table = _table(scores)
-    ids = [str(x) for x in _column(table, "id")]
-    loss = _column(table, "loss").astype(np.float64)
-    sel = choose(ids, loss, np.zeros(len(ids), dtype=bool), Keep(fraction=fraction))
-    scores_out = dict(zip(ids, loss.tolist(), strict=True))
+    method = _table_method(table)
+    if method is not None and method != "less":
+        raise ValueError(f"selector 'less' needs a `score --method less` table, got {method!r}")
+    result = _by_column("less", table, "utility", fraction, highest=True)
+    result.select_seconds = time.perf_counter() - start
+    return result
+
+
+# --- oracles: THE ONLY SELECTORS THAT READ THE HIDDEN METADATA ------------------------------
+
+
+def _meta(record: Record) -> dict:
+    meta = record.metadata.get("meta") if isinstance(record.metadata, dict) else None
+    if not isinstance(meta, dict) or "noise" not in meta:
+        raise ValueError(
+            f"record {record.id!r}: oracle selectors need the benchmark's hidden "
+            'metadata["meta"]["noise"]'
+        )
+    return meta
+
+
+def _not_wrong(records: Sequence[Record]) -> list[int]:
+    return [i for i, r in enumerate(records) if _meta(r)["noise"] in NOT_WRONG]
+
+
+def oracle_clean(records: Sequence[Record], fraction: float, seed: int = 0) -> SelectionResult:
+    """ORACLE (reads the hidden noise tags; a bound, not a method): floor(fraction * n) records
+    drawn uniformly (seeded) from those that are not wrong (clean or near-duplicate), kept in
+    pool order. Random selection with the noise removed: what perfect filtering gives at this
+    budget. When fewer are not wrong, all of them are kept and `note` says so."""
+    start = time.perf_counter()
+    n_target = _target(len(records), fraction)
+    eligible = _not_wrong(records)
+    k = min(n_target, len(eligible))
+    picked = np.sort(np.random.default_rng(seed).choice(len(eligible), k, replace=False))
+    ids = [records[eligible[i]].id for i in picked]
+    note = ""
+    if k < n_target:
+        note = f"only {len(eligible)} of {len(records)} not wrong, for a target of {n_target}"
     elapsed = time.perf_counter() - start
-    return SelectionResult(
-        "high_loss", sel.kept_ids, len(ids), sel.n_target, elapsed, "", scores_out
+    return SelectionResult("oracle_clean", ids, len(records), n_target, elapsed, note)
+
+
+def oracle_clean_all(records: Sequence[Record]) -> SelectionResult:
+    """ORACLE (reads the hidden noise tags; a bound, not a method): every record that is not
+    wrong (clean or near-duplicate), in pool order: full-SFT with the noise removed."""
+    start = time.perf_counter()
+    ids = [records[i].id for i in _not_wrong(records)]
+    elapsed = time.perf_counter() - start
+    return SelectionResult("oracle_clean_all", ids, len(records), len(ids), elapsed)
+
+
+def oracle_target(
+    records: Sequence[Record], target_families: Sequence[str] = ("chain",)
+) -> SelectionResult:
+    """ORACLE (reads the hidden noise tags and problem families; a bound, not a method): every
+    record that is not wrong and whose `metadata["meta"]["family"]` is one of
+    `target_families` (a record without a family counts as "chain"), in pool order."""
+    if not target_families:
+        raise ValueError("oracle_target needs at least one target family")
+    start = time.perf_counter()
+    wanted = set(target_families)
+    clean = _not_wrong(records)
+    kept = [i for i in clean if _meta(records[i]).get("family", "chain") in wanted]
+    ids = [records[i].id for i in kept]
+    note = (
+        f"{len(ids)} of {len(clean)} not-wrong samples are in the target "
+        f"famil{'y' if len(wanted) == 1 else 'ies'} {', '.join(sorted(wanted))}"
     )
+    elapsed = time.perf_counter() - start
+    return SelectionResult("oracle_target", ids, len(records), len(ids), elapsed, note)
+
+
+ORACLES = ("oracle_clean", "oracle_clean_all", "oracle_target")
 
 
 # --- proxy forward passes -----------------------------------------------------------------
@@ -439,6 +563,8 @@ class SelectorInputs:
     proxy: Proxy | None = None  # the warmed-up proxy OST scored with
     batch_size: int = 16
     seed: int = 0
+    target_families: tuple[str, ...] = ("chain",)  # what the test set asks (oracle_target)
+    less_scores: pa.Table | None = None  # a `stepsift score --method less` table
 
 
 @dataclass(frozen=True)
@@ -499,6 +625,36 @@ SELECTORS: dict[str, Selector] = _registry(
         lambda x, f, **o: high_loss(x.scores, f),
     ),
     Selector(
+        "loss_filter",
+        "lowest proxy loss first (the five-minute filter)",
+        ("scores",),
+        lambda x, f, **o: loss_filter(x.scores, f),
+    ),
+    Selector(
+        "less",
+        "LESS: top by cosine of projected gradients to the anchors' (`score --method less`)",
+        ("less_scores",),
+        lambda x, f, **o: less(x.less_scores, f),
+    ),
+    Selector(
+        "oracle_clean",
+        "ORACLE (reads hidden noise tags): random subset of the not-wrong samples, seeded",
+        (),
+        lambda x, f, **o: oracle_clean(x.records, f, o.get("seed", x.seed)),
+    ),
+    Selector(
+        "oracle_clean_all",
+        "ORACLE (reads hidden noise tags): every not-wrong sample",
+        (),
+        lambda x, f, **o: oracle_clean_all(x.records),
+    ),
+    Selector(
+        "oracle_target",
+        "ORACLE (reads hidden noise tags and families): every not-wrong target-family sample",
+        (),
+        lambda x, f, **o: oracle_target(x.records, x.target_families),
+    ),
+    Selector(
         "ifd",
         "Instruction-Following Difficulty on the proxy, IFD > 1 excluded",
         ("proxy",),
@@ -515,6 +671,7 @@ SELECTORS: dict[str, Selector] = _registry(
 )
 
 __all__ = [
+    "ORACLES",
     "SELECTORS",
     "SelectionResult",
     "Selector",
@@ -526,6 +683,11 @@ __all__ = [
     "high_loss",
     "ifd",
     "ifd_scores",
+    "less",
+    "loss_filter",
+    "oracle_clean",
+    "oracle_clean_all",
+    "oracle_target",
     "ost_auto",
     "ost_diverse",
     "ost_drop_harmful",

@@ -74,6 +74,7 @@ class Example:
     turns: tuple[Turn, ...]
     pixels: np.ndarray | None  # (H, W, 3) uint8, any size; None for a text-only example
     answer: int | None = None  # the true final answer, where known (for evaluation)
+    family: str = "chain"  # the task family whose parser reads the final answer (families.py)
 
 
 def fit_image(pixels: np.ndarray, cfg: TargetConfig) -> np.ndarray:
@@ -106,8 +107,9 @@ def strip_of(paths: Sequence[Path]) -> np.ndarray:
 def example_from_record(record: Record) -> Example:
     meta = record.metadata.get("meta")
     answer = meta.get("answer") if isinstance(meta, dict) else None
+    family = meta.get("family", "chain") if isinstance(meta, dict) else "chain"
     pixels = strip_of(record.images) if record.images else None
-    return Example(tuple(record.turns), pixels, answer)
+    return Example(tuple(record.turns), pixels, answer, family)
 
 
 def prompt_turns(turns: Sequence[Turn]) -> tuple[Turn, ...]:

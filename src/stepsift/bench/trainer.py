@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from stepsift.bench.problems import extract_answer
+from stepsift.bench.families import parse_answer
 from stepsift.bench.target import (
     Example,
     TargetModel,
@@ -150,9 +150,25 @@ def true_answer(example_or_record: Example | Record) -> int:
     return int(answer)
 
 
-def score(outputs: Sequence[str], answers: Sequence[int]) -> list[bool]:
-    """Exact match of each output's final `Answer: N` with the true answer."""
-    return [extract_answer(text) == ans for text, ans in zip(outputs, answers, strict=True)]
+def true_family(example_or_record: Example | Record) -> str:
+    """A test item's task family: `Example.family`, or a record's `meta["family"]` (chain
+    where there is none, as in the single-family benchmark)."""
+    if isinstance(example_or_record, Example):
+        return example_or_record.family
+    meta = example_or_record.metadata.get("meta")
+    return str(meta.get("family", "chain")) if isinstance(meta, dict) else "chain"
+
+
+def score(
+    outputs: Sequence[str], answers: Sequence[int], families: Sequence[str] | None = None
+) -> list[bool]:
+    """Exact match of each output's final answer, read by its family's parser (default: all
+    chain, i.e. the final `Answer: N`), with the true answer."""
+    fams = ["chain"] * len(outputs) if families is None else list(families)
+    return [
+        parse_answer(text, fam) == ans
+        for text, ans, fam in zip(outputs, answers, fams, strict=True)
+    ]
 
 
 def generate_replies(
@@ -178,11 +194,13 @@ def evaluate(
     batch_size: int = 256,
     max_new_tokens: int = 120,
 ) -> EvalResult:
-    """Accuracy of greedy answers to each test item's prompt (answers are < 110 bytes)."""
+    """Accuracy of greedy answers to each test item's prompt (answers are < 110 bytes), each
+    read by its item's family's parser."""
     start = time.perf_counter()
     examples = as_examples(test_records)
     answers = [true_answer(it) for it in test_records]
+    families = [true_family(it) for it in test_records]
     outputs = generate_replies(model, examples, batch_size, max_new_tokens)
-    correct = score(outputs, answers)
+    correct = score(outputs, answers, families)
     accuracy = sum(correct) / max(1, len(correct))
     return EvalResult(accuracy, len(correct), time.perf_counter() - start, outputs, correct)

@@ -60,6 +60,9 @@ RUN_FILE = "run.txt"  # in a saved run proxy: the fingerprint of the run it belo
 class ScoreSettings:
     # "builtin", a folder written by --save-proxy, or a Hugging Face folder or hub id
     proxy: str = "builtin"
+    # for the built-in proxy: a saved proxy folder whose weights it starts from instead of
+    # random ones (a pre-trained checkpoint); it is then warmed up on the pool as usual
+    proxy_init: Path | None = None
     hf: HFOptions = field(default_factory=HFOptions)  # for Hugging Face proxies
     # exact stays the default: curvature is ~30x cheaper per candidate but lost 1-4 points
     # of downstream accuracy on the bench (benchmarks/RESULTS.md), so it is opt-in
@@ -162,7 +165,11 @@ def get_proxy(settings: ScoreSettings, pool: Sequence[Record]) -> tuple[Proxy, W
         proxy.model.to(dtype)
         return proxy, None
     if settings.proxy == "builtin":
-        proxy = BuiltinProxy(seed=settings.seed)
+        if settings.proxy_init is not None:
+            proxy = BuiltinProxy.load(Path(settings.proxy_init))
+            proxy.adam_state, proxy.adam_hparams = {}, {}  # the warm-up starts its own Adam
+        else:
+            proxy = BuiltinProxy(seed=settings.seed)
         proxy.model.to(dtype)
     else:
         torch.manual_seed(settings.seed)  # LoRA adapters start from it
@@ -193,6 +200,7 @@ def decisive_settings(settings: ScoreSettings, candidates: Path, anchors: Path) 
         "anchor_group_field": settings.anchor_group_field,
         "sketch_dim": settings.sketch_dim,
         "proxy": settings.proxy,
+        "proxy_init": str(settings.proxy_init) if settings.proxy_init else None,
         "optimizer": settings.optimizer,
         "lr": settings.lr,
         "warmup": None if is_saved_proxy(settings.proxy) else asdict(settings.warmup),
@@ -223,6 +231,8 @@ def input_files(candidates: Path, anchors: Path, settings: ScoreSettings) -> lis
     files = [Path(candidates), Path(anchors)]
     if Path(settings.proxy).is_dir():  # a hub id has no local bytes; its name is recorded
         files += sorted(p for p in Path(settings.proxy).iterdir() if p.is_file())
+    if settings.proxy_init is not None:  # the starting weights decide the scores too
+        files += sorted(p for p in Path(settings.proxy_init).iterdir() if p.is_file())
     return files
 
 
@@ -278,6 +288,13 @@ def score(candidates: Path, anchors: Path, out: Path, settings: ScoreSettings) -
     if settings.method not in METHODS:
         raise ValueError(f"unknown method {settings.method!r}; choose one of {', '.join(METHODS)}")
     check_sketch_dim(settings.sketch_dim)  # before any model work
+    if settings.proxy_init is not None:
+        if settings.proxy != "builtin":
+            raise ValueError("--proxy-init starts the built-in proxy; it cannot be combined "
+                             f"with --proxy {settings.proxy}")  # fmt: skip
+        if not is_saved_proxy(str(settings.proxy_init)):
+            raise ValueError(f"--proxy-init {settings.proxy_init}: not a saved proxy folder "
+                             "(no proxy.json)")  # fmt: skip
     candidates, anchors, out = Path(candidates), Path(anchors), Path(out)
     torch.manual_seed(settings.seed)
     pool, anchor_records, problems = load_inputs(

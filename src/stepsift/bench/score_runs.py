@@ -1,0 +1,178 @@
+"""The bench's score runs, each through the public `stepsift score`: OST's, LESS's, and the
+exact audit of OST's estimator.
+
+    ost     the pool scored with the bench's estimator (`curvature` by default), the proxy
+            started from its pre-trained checkpoint (or from scratch) and warmed up on 5%
+            of the pool; the warmed-up proxy is saved beside the scores
+    less    the pool scored with `--method less` (LESS's Adam-aware cosine to the anchors'
+            gradients), a run of its own with the same start and warm-up recipe
+    audit   a seeded random sample of the pool scored with `exact` on OST's saved proxy:
+            Spearman's rho and the top-20% overlap of the estimator against the method's
+            definition, printed in results.md
+
+Each run's summary is cached as JSON beside its scores, so a rerun reads it back.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import spearmanr
+
+from stepsift.data.atomic import atomic_write_text
+from stepsift.engine.scoring import ScoreSettings, score
+from stepsift.engine.store import read_scores
+from stepsift.proxy.warmup import WarmupSettings
+
+
+@dataclass(frozen=True)
+class ScoreRecipe:
+    """What every score run of one bench level shares."""
+
+    pool: Path
+    anchors: Path
+    folder: Path  # the level's folder: scores and proxies are written here
+    warmup: WarmupSettings
+    proxy_init: Path | None  # the pre-trained proxy checkpoint; None: from scratch
+    seed: int
+    progress: bool
+
+
+@dataclass(frozen=True)
+class ScoreCost:
+    score_seconds: float  # the whole run, warm-up included
+    warmup_seconds: float
+    anchor_loss: float  # the anchors' loss on the warmed-up proxy, before any step
+
+
+def cached_json(path: Path, make: Callable[[], dict]) -> dict:
+    if path.is_file():
+        return json.loads(path.read_text())
+    value = make()
+    atomic_write_text(path, json.dumps(value, indent=1) + "\n")
+    return value
+
+
+def _score_cost(recipe: ScoreRecipe, out: Path, settings: ScoreSettings) -> ScoreCost:
+    def run() -> dict:
+        summary = score(recipe.pool, recipe.anchors, out, settings)
+        warm = summary.warmup.seconds if summary.warmup is not None else 0.0
+        return {
+            "score_seconds": summary.seconds,
+            "warmup_seconds": warm,
+            "anchor_loss": summary.base_anchor_loss,
+        }
+
+    cost = cached_json(out.with_suffix(".cost.json"), run)
+    return ScoreCost(cost["score_seconds"], cost["warmup_seconds"], cost.get("anchor_loss", 0.0))
+
+
+def ost_scores(recipe: ScoreRecipe, estimator: str) -> ScoreCost:
+    """`folder/scores.parquet`, and the warmed-up proxy in `folder/proxy`."""
+    settings = ScoreSettings(
+        method=estimator,
+        seed=recipe.seed,
+        warmup=recipe.warmup,
+        proxy_init=recipe.proxy_init,
+        progress=recipe.progress,
+        save_proxy=recipe.folder / "proxy",
+    )
+    return _score_cost(recipe, recipe.folder / "scores.parquet", settings)
+
+
+def less_scores(recipe: ScoreRecipe, dim: int) -> ScoreCost:
+    """`folder/less.parquet`: LESS's scores from a score run of its own."""
+    settings = ScoreSettings(
+        method="less",
+        less_dim=dim,
+        seed=recipe.seed,
+        warmup=recipe.warmup,
+        proxy_init=recipe.proxy_init,
+        progress=recipe.progress,
+        save_proxy=recipe.folder / "less-proxy",
+    )
+    return _score_cost(recipe, recipe.folder / "less.parquet", settings)
+
+
+def audit_ids(pool: Path, n: int, seed: int) -> list[int]:
+    """Line indices of `n` pool records drawn uniformly (seeded), in file order."""
+    lines = sum(1 for line in pool.open(encoding="utf-8") if line.strip())
+    n = min(n, lines)
+    return sorted(np.random.default_rng([seed, 11]).choice(lines, n, replace=False).tolist())
+
+
+def write_audit_pool(pool: Path, out: Path, picks: list[int]) -> None:
+    """The picked lines of `pool`, verbatim, into `out` in the same folder (so relative image
+    paths still resolve)."""
+    wanted = set(picks)
+    kept = []
+    for i, line in enumerate(line for line in pool.open(encoding="utf-8") if line.strip()):
+        if i in wanted:
+            kept.append(line if line.endswith("\n") else line + "\n")
+    atomic_write_text(out, "".join(kept))
+
+
+def top_overlap(a: np.ndarray, b: np.ndarray, fraction: float = 0.2) -> float:
+    """|top-k of a ∩ top-k of b| / k, k = max(1, round(fraction * n))."""
+    k = max(1, round(fraction * len(a)))
+    top_a = set(np.argsort(-a, kind="stable")[:k].tolist())
+    top_b = set(np.argsort(-b, kind="stable")[:k].tolist())
+    return len(top_a & top_b) / k
+
+
+def audit(recipe: ScoreRecipe, estimator: str, n: int) -> dict:
+    """Score `n` random candidates with `exact` on OST's saved (warmed-up) proxy and compare
+    with the estimator's scores of the same candidates. Cached in `folder/audit.json`."""
+
+    def run() -> dict:
+        audit_pool = recipe.pool.with_name("audit-pool.jsonl")
+        write_audit_pool(recipe.pool, audit_pool, audit_ids(recipe.pool, n, recipe.seed))
+        settings = ScoreSettings(
+            proxy=str(recipe.folder / "proxy"),
+            method="exact",
+            seed=recipe.seed,
+            progress=recipe.progress,
+        )
+        out = recipe.folder / "audit-exact.parquet"
+        summary = score(audit_pool, recipe.anchors, out, settings)
+        exact = read_scores(out).to_pydict()
+        estimated = read_scores(recipe.folder / "scores.parquet").to_pydict()
+        by_id = dict(zip(estimated["id"], estimated["utility"], strict=True))
+        ex = np.asarray(exact["utility"], dtype=float)
+        est = np.asarray([by_id[i] for i in exact["id"]], dtype=float)
+        return {
+            "estimator": estimator,
+            "n": len(ex),
+            "spearman": float(spearmanr(est, ex).statistic),
+            "top20_overlap": top_overlap(est, ex),
+            "exact_seconds": summary.seconds,
+        }
+
+    return cached_json(recipe.folder / "audit.json", run)
+
+
+def loss_pass_seconds(folder: Path, pool: list, batch_size: int = 16) -> float:
+    """What a plain loss filter costs beyond the warm-up: one forward pass of the warmed-up
+    proxy over the pool (the score table's `loss` column holds the same values). Timed
+    once, cached in `folder/loss_pass.json`."""
+
+    def run() -> dict:
+        import time
+
+        import torch
+
+        from stepsift.proxy.loading import load_saved_proxy
+
+        proxy = load_saved_proxy(folder / "proxy")
+        start = time.perf_counter()
+        with torch.no_grad():
+            for lo in range(0, len(pool), batch_size):
+                batch = proxy.collate(pool[lo : lo + batch_size])
+                proxy.per_sample_loss({}, batch.tensors)
+        return {"seconds": time.perf_counter() - start, "n": len(pool)}
+
+    return cached_json(folder / "loss_pass.json", run)["seconds"]
