@@ -14,21 +14,17 @@ import pytest
 from stepsift.bench import judge as judge_mod
 from stepsift.bench import trainer
 from stepsift.bench.digits import load_bank
-from stepsift.bench.families import (
+from stepsift.bench.families import FAMILIES, FAMILY_NAMES, extract_boxed, parse_answer
+from stepsift.bench.family_mix import FamilyMix, apportion
+from stepsift.bench.generate import to_llava, write_benchmark
+from stepsift.bench.noise_kinds import (
     ALL_NOISE_TYPES,
     DEFAULT_V2_NOISE_MIX,
-    FAMILIES,
-    FAMILY_NAMES,
     SYSTEMATIC_TYPES,
-    FamilyMix,
-    apportion,
-    extract_boxed,
-    parse_answer,
     systematic_rules,
 )
-from stepsift.bench.generate import to_llava, write_benchmark
 from stepsift.bench.problems import (
-    _CONFUSIONS,
+    CONFUSIONS,
     NOISE_TYPES,
     TEMPLATE_BY_NAME,
     extract_answer,
@@ -295,7 +291,7 @@ def test_rules_are_fixed_per_pool_and_from_the_seed(pool) -> None:
         got = {s.meta["rule"] for s in _of(pool, t)}
         assert got == {rules[t]}
     src, dst = map(int, rules["sys_misread"].split("->"))
-    assert dst in _CONFUSIONS[src]
+    assert dst in CONFUSIONS[src]
     assert len({systematic_rules(s)["sys_misread"] for s in range(12)}) > 3
 
 

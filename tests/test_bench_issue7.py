@@ -23,7 +23,7 @@ def test_noise_mix_makes_a_near_duplicate_heavy_pool() -> None:
     tags = [s.meta["noise"] for s in pool]
     assert tags.count("near_duplicate") > 0.6 * 200  # 8/10 of the noisy half, about 160
     assert set(tags) == {"clean", "near_duplicate", "misread", "arithmetic"}
-    with pytest.raises(Exception, match="TYPE=WEIGHT"):
+    with pytest.raises(Exception, match="NAME=WEIGHT"):
         _noise_mix("near_duplicate")
 
 
@@ -69,8 +69,10 @@ def test_tiny_bench_with_ost_auto_and_ost_diverse(tmp_path) -> None:
 
     from stepsift.bench.runner import run_bench
 
+    # exact: the fold and group columns the calibrated flags need (curvature writes none)
     cfg = tiny_config(tmp_path / "run", methods=("ost", "ost_auto", "ost_diverse"),
-                      fractions=(0.2,), protocols=("B",), seeds=(0,))  # fmt: skip
+                      fractions=(0.2,), protocols=("B",), seeds=(0,),
+                      estimator="exact")  # fmt: skip
     rows = run_bench(cfg)
     assert sorted(r["method"] for r in rows) == ["ost", "ost_auto", "ost_diverse"]
     by = {r["method"]: r for r in rows}

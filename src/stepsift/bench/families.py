@@ -1,11 +1,10 @@
-"""Generator v2: task families of one digit-image world, a pool that mixes them, and
-systematic generator errors.
+"""The task families of generator v2: kinds of problem about one digit-image world.
 
 In the paper's regime a user selects, from a broad synthetic pool made by one generator over
 many task families, the data for *their* task; the anchors and the test describe that task
-(the target). A family is a kind of problem about the same digit images (or, for
-`text_arith`, no image at all); every clean reply ends in a final line whose value is an int
-(`meta["answer"]`), read by the family's own parser:
+(the target, see `family_mix`). A family is a kind of problem about the same digit images
+(or, for `text_arith`, no image at all); every clean reply ends in a final line whose value
+is an int (`meta["answer"]`), read by the family's own parser:
 
     chain        the multi-step problems of `problems.TEMPLATES`, ending in `Answer: N`
     answer_only  the same questions, the reply only `Answer: N`
@@ -15,68 +14,33 @@ many task families, the data for *their* task; the anchors and the test describe
     text_arith   text only: "What is 3 + 4 + 8?" -> "3 + 4 + 8 = 15." then `Answer: 15`
     boxed        "What is the sum of the digits? Give ... \\boxed{N}." -> chain, `\\boxed{15}`
 
-Generator errors come in two kinds. The random processes of `problems.py` (misread,
-arithmetic, answer_mismatch, truncated, off_task, near_duplicate) strike single samples;
-the systematic ones are one consistent wrong rule for the whole pool:
-
-    sys_misread   one digit is always read as another (a commonly confused pair, fixed by the
-                  pool seed, e.g. "7->1"); the whole reply follows the misreading
-    sys_carry     additions with a result in 10..19 lose the carry ("7 + 5 = 2.")
-    sys_operator  a subtraction (chain's `difference`, answer_only's, text_arith's "-") is
-                  solved as an addition ("7 - 3 = 10.")
-    sys_format    the final line is "The answer is N.": the right value, but unparsable
-
-`make_mixed_pool` (or `problems.make_pool(..., families=FamilyMix(...))`) draws each sample's
-family first (exact counts from the mix, shuffled), then which samples are noisy (exactly
-round(n * noise_rate)), then each noisy sample's kind among the kinds its family supports.
+Each family also says which error kinds (`noise_kinds`) it can carry and gives the pieces
+the error processes (`errors`) build wrong replies from; it knows nothing about pools.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-from stepsift.bench.digits import DigitBank, load_bank
+from stepsift.bench.digits import DigitBank
+from stepsift.bench.noise_kinds import ALL_NOISE_TYPES, Rules
 from stepsift.bench.problems import (
-    _CONFUSIONS,
-    _MALFORMED,
-    _REFUSALS,
-    _STREAM,
-    DEFAULT_NOISE_RATE,
-    NOISE_TYPES,
+    MALFORMED_FINALS,
+    REFUSALS,
     TEMPLATE_BY_NAME,
     TEMPLATES,
-    Sample,
     Template,
-    _draw_digits,
-    _near,
-    _wrong_results,
     chain,
+    draw_digits,
     extract_answer,
+    near_slips,
     reading_line,
+    wrong_results,
 )
-
-RANDOM_TYPES = NOISE_TYPES
-SYSTEMATIC_TYPES = ("sys_misread", "sys_carry", "sys_operator", "sys_format")
-ALL_NOISE_TYPES = (*RANDOM_TYPES, *SYSTEMATIC_TYPES)
-# Chosen before any results: every random type weighs 1.0 and every systematic type 1.5, so
-# that half of the noise is systematic (6 x 1.0 = 4 x 1.5) where a family supports them all.
-DEFAULT_V2_NOISE_MIX: dict[str, float] = {
-    **{t: 1.0 for t in RANDOM_TYPES},
-    **{t: 1.5 for t in SYSTEMATIC_TYPES},
-}
-
-SYS_CARRY_RULE = "drop carry"
-SYS_OPERATOR_RULE = "difference as sum"
-SYS_FORMAT_RULE = "The answer is N."
-_MAX_DRAWS = 10_000  # redraws of a problem until one can carry the requested noise
-
-
-# --- problems ----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -98,7 +62,6 @@ class Problem:
         return bool(self.image_indices)
 
 
-_ANSWER_MALFORMED = _MALFORMED
 _BOXED_MALFORMED = ("\\boxed{{}}", "\\boxed{{{r}", "boxed {r}", "\\boxed{{the result}}")
 _TEXT_REFUSALS = (
     "I cannot solve this.",
@@ -128,8 +91,8 @@ class Family:
     name = ""
     has_image = True
     noise_types: tuple[str, ...] = ()
-    malformed: tuple[str, ...] = _ANSWER_MALFORMED
-    refusals: tuple[str, ...] = _REFUSALS
+    malformed: tuple[str, ...] = MALFORMED_FINALS
+    refusals: tuple[str, ...] = REFUSALS
 
     def draw(self, rng: np.random.Generator, bank: DigitBank, split: str) -> Problem:
         raise NotImplementedError
@@ -219,7 +182,7 @@ class ChainFamily(Family):
     def draw(self, rng: np.random.Generator, bank: DigitBank, split: str) -> Problem:
         # the same draws as problems._draw_problem for the full template list
         t = self.templates[int(rng.integers(len(self.templates)))]
-        digits = _draw_digits(rng, t)
+        digits = draw_digits(rng, t)
         return self.make(t, digits, bank.pick(rng, split, digits))
 
     def _t(self, p: Problem) -> Template:
@@ -231,13 +194,13 @@ class ChainFamily(Family):
         return self.make(t, values) if t.accepts(values) else None
 
     def draw_like(self, p: Problem, rng: np.random.Generator) -> Problem | None:
-        return self.make(self._t(p), _draw_digits(rng, self._t(p)))
+        return self.make(self._t(p), draw_digits(rng, self._t(p)))
 
     def lines(self, p: Problem, result: int) -> list[str]:
         return chain(self._t(p), p.digits, result)
 
     def slips(self, p: Problem) -> list[int]:
-        return _wrong_results(self._t(p), p.digits)
+        return wrong_results(self._t(p), p.digits)
 
     def carry_sum(self, p: Problem) -> int | None:
         return p.answer if self._t(p).name in ("sum", "max_plus_min") else None
@@ -480,9 +443,9 @@ class TextArithFamily(Family):
     def slips(self, p: Problem) -> list[int]:
         r, v = p.answer, p.operands
         if p.op == "+":
-            out = [x for x in _near(r) if x >= 0]
+            out = [x for x in near_slips(r) if x >= 0]
         elif p.op == "-":
-            out = [*_near(r), -r]
+            out = [*near_slips(r), -r]
         else:
             a, b = v
             out = [x for x in (r + a, r - a, r + b, r - b, r + 1, r - 1, r + 10, a + b) if x >= 0]
@@ -530,430 +493,3 @@ def get_family(name: str) -> Family:
 def parse_answer(text: str, family: str = "chain") -> int | None:
     """The final value of `text` as `family`'s parser reads it (None: unparsable)."""
     return get_family(family).parse(text)
-
-
-# --- the family mix ----------------------------------------------------------------------------
-
-
-def _check_weights(weights: Mapping[str, float], what: str) -> dict[str, float]:
-    out = {}
-    for name, w in weights.items():
-        get_family(name)
-        if not float(w) >= 0:
-            raise ValueError(f"{what}: weight of {name!r} must be >= 0, got {w}")
-        out[name] = float(w)
-    return out
-
-
-def apportion(weights: Mapping[str, float], n: int) -> dict[str, int]:
-    """Exact counts summing to `n`, proportional to `weights` (largest remainder; ties go to
-    the earlier name). Zero-weight names get 0."""
-    names = [k for k, w in weights.items() if w > 0]
-    if n == 0:
-        return {k: 0 for k in weights}
-    if not names:
-        raise ValueError("cannot share samples among weights that are all zero")
-    total = sum(weights[k] for k in names)
-    quotas = [n * weights[k] / total for k in names]
-    counts = [int(q) for q in quotas]
-    order = sorted(range(len(names)), key=lambda i: (-(quotas[i] - counts[i]), i))
-    for i in order[: n - sum(counts)]:
-        counts[i] += 1
-    got = dict(zip(names, counts, strict=True))
-    return {k: got.get(k, 0) for k in weights}
-
-
-@dataclass(frozen=True)
-class FamilyMix:
-    """Which families a pool holds: the target's share, the rest from `others` by weight.
-
-    `others=None` means equal weights over every non-target family. Exactly
-    round(n * target_share) samples are the target's (split equally among its families).
-    `FamilyMix(target_share=1.0)` is the old single-family (chain) regime.
-    """
-
-    target: tuple[str, ...] = ("chain",)
-    target_share: float = 0.3
-    others: dict[str, float] | None = field(default=None)
-
-    def __post_init__(self) -> None:
-        target = (self.target,) if isinstance(self.target, str) else tuple(self.target)
-        object.__setattr__(self, "target", target)
-        if not target:
-            raise ValueError("FamilyMix.target names no family")
-        if len(set(target)) != len(target):
-            raise ValueError(f"FamilyMix.target repeats a family: {target}")
-        for name in target:
-            get_family(name)
-        if not 0.0 <= float(self.target_share) <= 1.0:
-            raise ValueError(f"target_share must be in [0, 1], got {self.target_share}")
-        if self.others is None:
-            others = {f: 1.0 for f in FAMILY_NAMES if f not in target}
-        else:
-            others = _check_weights(self.others, "FamilyMix.others")
-            both = sorted(set(others) & set(target))
-            if both:
-                raise ValueError(f"families {both} are both target and others")
-        object.__setattr__(self, "others", others)
-        if self.target_share < 1.0 and not any(w > 0 for w in others.values()):
-            raise ValueError("target_share < 1 but no non-target family has a positive weight")
-
-    def counts(self, n: int) -> dict[str, int]:
-        """Exact samples per family for a pool of `n`."""
-        n_target = round(n * self.target_share)
-        out = apportion({t: 1.0 for t in self.target}, n_target)
-        assert self.others is not None
-        if n - n_target:
-            out.update(apportion(self.others, n - n_target))
-        return {k: v for k, v in out.items() if v}
-
-    def weights(self) -> dict[str, float]:
-        """The pool's family shares (e.g. `JudgeSettings.families`): the judge learns the
-        pool's mix, not only the target."""
-        assert self.others is not None
-        out = {t: self.target_share / len(self.target) for t in self.target}
-        total = sum(self.others.values())
-        for name, w in self.others.items():
-            if total > 0 and w > 0 and self.target_share < 1:
-                out[name] = (1.0 - self.target_share) * w / total
-        return {k: v for k, v in out.items() if v > 0}
-
-    def target_weights(self) -> dict[str, float]:
-        """The anchors' and the test's families: the target's, equally."""
-        return {t: 1.0 for t in self.target}
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready (e.g. for a spec file); `FamilyMix(**d)` rebuilds it."""
-        return {
-            "target": list(self.target),
-            "target_share": self.target_share,
-            "others": dict(self.others or {}),
-        }
-
-
-# --- noise processes ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Rules:
-    """The systematic errors' rules, one for the whole pool."""
-
-    misread: tuple[int, int]  # (true digit, digit it is read as)
-
-    @classmethod
-    def from_seed(cls, seed: int) -> Rules:
-        rng = np.random.default_rng([seed, _STREAM["rules"]])
-        pairs = [(d, c) for d in sorted(_CONFUSIONS) for c in _CONFUSIONS[d]]
-        src, dst = pairs[int(rng.integers(len(pairs)))]
-        return cls((int(src), int(dst)))
-
-    def describe(self) -> dict[str, str]:
-        return {
-            "sys_misread": f"{self.misread[0]}->{self.misread[1]}",
-            "sys_carry": SYS_CARRY_RULE,
-            "sys_operator": SYS_OPERATOR_RULE,
-            "sys_format": SYS_FORMAT_RULE,
-        }
-
-
-def systematic_rules(seed: int) -> dict[str, str]:
-    """meta["rule"] of each systematic type in the pool built from `seed`."""
-    return Rules.from_seed(seed).describe()
-
-
-Made = tuple[str, dict[str, Any]] | None
-Noiser = Callable[[Family, Problem, np.random.Generator, Rules], Made]
-
-
-def _misread(f: Family, p: Problem, rng: np.random.Generator, rules: Rules) -> Made:
-    for pos in rng.permutation(len(p.digits)):
-        d = p.digits[pos]
-        likely = list(rng.permutation(_CONFUSIONS[d]))
-        others = [x for x in rng.permutation(10) if x != d and x not in likely]
-        for wrong in [*likely, *others]:
-            seen = list(p.digits)
-            seen[pos] = int(wrong)
-            q = f.on(p, seen)
-            # the rest of the reply follows the wrong reading, so the answer must change
-            if q is not None and q.answer != p.answer:
-                return f.reply(q), {"stated_digits": seen}
-    return None
-
-
-def _arithmetic(f: Family, p: Problem, rng: np.random.Generator, rules: Rules) -> Made:
-    wrong = f.slips(p)
-    if not wrong:
-        return None
-    r = int(rng.choice(wrong))
-    return f.render(p, r, r), {}
-
-
-def _answer_mismatch(f: Family, p: Problem, rng: np.random.Generator, rules: Rules) -> Made:
-    wrong = f.wrong_finals(p)
-    if not wrong:
-        return None
-    return f.render(p, p.answer, int(rng.choice(wrong))), {}
-
-
-def _truncated(f: Family, p: Problem, rng: np.random.Generator, rules: Rules) -> Made:
-    body = "\n".join(f.lines(p, p.answer))
-    if body and rng.random() < 0.5:
-        # cut at a word boundary somewhere after the first word, up to just before the final
-        cuts = [m.start() for m in re.finditer(r"\s", body)] + [len(body)]
-        cut = int(rng.choice(cuts[1:]))
-        return body[:cut].rstrip(), {"detail": "cut"}
-    line = str(rng.choice(f.malformed)).format(r=f.final_text(p))
-    return (f"{body}\n{line}" if body else line), {"detail": "malformed"}
-
-
-def _off_task(f: Family, p: Problem, rng: np.random.Generator, rules: Rules) -> Made:
-    kind = str(rng.choice(["other_digits", "other_task", "refusal"], p=[0.4, 0.3, 0.3]))
-    if kind == "refusal":
-        return str(rng.choice(f.refusals)), {"detail": "refusal"}
-    if kind == "other_digits":  # a reply about some other image (other numbers)
-        q = f.draw_like(p, rng)
-        if q is None or q.answer == p.answer:
-            return None
-        return f.reply(q), {"detail": kind, "answered_task": q.task}
-    made = f.other_task(p, rng)  # the right digits, but the answer to a different question
-    if made is None:
-        return None
-    return made[0], {"detail": kind, "answered_task": made[1]}
-
-
-def _sys_misread(f: Family, p: Problem, rng: np.random.Generator, rules: Rules) -> Made:
-    src, dst = rules.misread
-    if src not in p.digits:
-        return None
-    seen = [dst if d == src else d for d in p.digits]  # every occurrence: a consistent habit
-    q = f.on(p, seen)
-    if q is None or q.answer == p.answer:
-        return None
-    return f.reply(q), {"stated_digits": seen, "rule": f"{src}->{dst}"}
-
-
-def _sys_carry(f: Family, p: Problem, rng: np.random.Generator, rules: Rules) -> Made:
-    r = f.carry_sum(p)
-    # 10..19 only: there, r - 10 is exactly the result without its carry
-    if r is None or not 10 <= r <= 19:
-        return None
-    return f.render(p, r - 10, r - 10), {"rule": SYS_CARRY_RULE}
-
-
-def _sys_operator(f: Family, p: Problem, rng: np.random.Generator, rules: Rules) -> Made:
-    s = f.as_sum(p)
-    if s is None or s == p.answer:  # "7 - 0" is the same either way
-        return None
-    return f.render(p, s, s), {"rule": SYS_OPERATOR_RULE}
-
-
-def _sys_format(f: Family, p: Problem, rng: np.random.Generator, rules: Rules) -> Made:
-    text = "\n".join([*f.lines(p, p.answer), f"The answer is {f.final_text(p)}."])
-    return text, {"rule": SYS_FORMAT_RULE}
-
-
-NOISERS: dict[str, Noiser] = {
-    "misread": _misread,
-    "arithmetic": _arithmetic,
-    "answer_mismatch": _answer_mismatch,
-    "truncated": _truncated,
-    "off_task": _off_task,
-    "sys_misread": _sys_misread,
-    "sys_carry": _sys_carry,
-    "sys_operator": _sys_operator,
-    "sys_format": _sys_format,
-}
-
-
-def _near_duplicate(src: Sample, sid: str, f: Family, rng: np.random.Generator) -> Sample:
-    """A redundant but correct copy of a clean sample of the same family."""
-    reworded_text = f.reword(src.answer)
-    reworded = bool(rng.random() < 0.5) and reworded_text != src.answer
-    answer = reworded_text if reworded else src.answer
-    if src.has_image:
-        same_image = bool(rng.random() < 0.5)
-        detail = "same_image" if same_image else "dimmed_image"
-        brightness = 1.0 if same_image else round(float(rng.uniform(0.8, 0.95)), 2)
-        image_of = src.id if same_image else sid
-    else:
-        detail, brightness, image_of = "text_only", 1.0, sid
-    meta = {
-        **src.meta,
-        "noise": "near_duplicate",
-        "systematic": False,
-        "duplicate_of": src.id,
-        "detail": detail + (",reworded" if reworded else ""),
-    }
-    return Sample(sid, src.question, answer, meta, image_of, brightness, src.has_image)
-
-
-# --- pools -------------------------------------------------------------------------------------
-
-
-def problem_meta(p: Problem, noise: str, split: str) -> dict[str, Any]:
-    meta: dict[str, Any] = {
-        "noise": noise,
-        "systematic": noise in SYSTEMATIC_TYPES,
-        "family": p.family,
-        "task": p.task,
-        "digits": list(p.digits),
-        "answer": p.answer,
-        "image_indices": list(p.image_indices),
-        "split": split,
-    }
-    if p.op:
-        meta["op"] = p.op
-        meta["operands"] = list(p.operands)
-    return meta
-
-
-def v2_noise_weights(noise_mix: Mapping[str, float] | None) -> dict[str, float]:
-    """The mix as weights over ALL_NOISE_TYPES (None: DEFAULT_V2_NOISE_MIX), validated."""
-    mix = dict(DEFAULT_V2_NOISE_MIX if noise_mix is None else noise_mix)
-    unknown = set(mix) - set(ALL_NOISE_TYPES)
-    if unknown:
-        raise ValueError(f"unknown noise types {sorted(unknown)}; known: {ALL_NOISE_TYPES}")
-    w = {t: float(mix.get(t, 0.0)) for t in ALL_NOISE_TYPES}
-    if any(not x >= 0 for x in w.values()) or sum(w.values()) <= 0:
-        raise ValueError("noise_mix weights must be >= 0 with a positive sum")
-    return w
-
-
-def _family_kinds(
-    name: str, weights: Mapping[str, float], rules: Rules
-) -> tuple[list[str], np.ndarray]:
-    """The noise kinds `name` supports with a positive weight, and their renormalised mix."""
-    f = FAMILIES[name]
-    kinds = [k for k in ALL_NOISE_TYPES if weights[k] > 0 and f.supports(k, rules)]
-    w = np.array([weights[k] for k in kinds], dtype=float)
-    return kinds, (w / w.sum() if kinds else w)
-
-
-def _assign_noise(
-    fams: Sequence[str],
-    n_noisy: int,
-    weights: Mapping[str, float],
-    rules: Rules,
-    rng: np.random.Generator,
-) -> list[str]:
-    """Each sample's noise kind: exactly `n_noisy` noisy, among samples whose family supports
-    some kind of the mix (a family that supports none stays clean; others take its share)."""
-    per_family = {name: _family_kinds(name, weights, rules) for name in FAMILY_NAMES}
-    eligible = [i for i, f in enumerate(fams) if per_family[f][0]]
-    if n_noisy > len(eligible):
-        raise ValueError(
-            f"{n_noisy} noisy samples requested, but only {len(eligible)} samples belong to "
-            "families that support a noise type of the mix"
-        )
-    kinds = ["clean"] * len(fams)
-    for i in sorted(int(x) for x in rng.choice(eligible, n_noisy, replace=False)):
-        ks, w = per_family[fams[i]]
-        kinds[i] = str(rng.choice(ks, p=w))
-    # a near-duplicate copies a clean sample of its own family; where a family has none,
-    # its near-duplicates take another kind the family supports instead
-    for name in FAMILY_NAMES:
-        idx = [i for i, f in enumerate(fams) if f == name]
-        dups = [i for i in idx if kinds[i] == "near_duplicate"]
-        if dups and all(kinds[i] != "clean" for i in idx):
-            ks, w = per_family[name]
-            keep = [j for j, k in enumerate(ks) if k != "near_duplicate"]
-            if not keep:
-                raise ValueError(
-                    f"near_duplicate noise copies clean {name} samples, but there are none"
-                )
-            alt, p = [ks[j] for j in keep], w[keep] / w[keep].sum()
-            for i in dups:
-                kinds[i] = str(rng.choice(alt, p=p))
-    return kinds
-
-
-def _draw_noisy(
-    f: Family, kind: str, rng: np.random.Generator, bank: DigitBank, split: str, rules: Rules
-) -> tuple[Problem, str, dict[str, Any]]:
-    for _ in range(_MAX_DRAWS):
-        p = f.draw(rng, bank, split)
-        made = NOISERS[kind](f, p, rng, rules)
-        if made is not None:
-            return p, made[0], made[1]
-    raise RuntimeError(f"no {f.name} problem could carry {kind} noise in {_MAX_DRAWS} draws")
-
-
-def make_mixed_pool(
-    n: int,
-    noise_rate: float = DEFAULT_NOISE_RATE,
-    noise_mix: Mapping[str, float] | None = None,
-    seed: int = 0,
-    mix: FamilyMix | None = None,
-) -> list[Sample]:
-    """`n` pool samples over the families of `mix` (default `FamilyMix()`), exactly
-    round(n * noise_rate) of them noisy, kinds from `noise_mix` (default DEFAULT_V2_NOISE_MIX)
-    restricted per sample to what its family supports."""
-    if not 0.0 <= noise_rate <= 1.0:
-        raise ValueError(f"noise_rate must be in [0, 1], got {noise_rate}")
-    mix = FamilyMix() if mix is None else mix
-    weights = v2_noise_weights(noise_mix)
-    bank = load_bank()
-    rng = np.random.default_rng([seed, _STREAM["pool"]])
-    rules = Rules.from_seed(seed)
-    counts = mix.counts(n)
-    fams = [name for name, c in counts.items() for _ in range(c)]
-    fams = [fams[i] for i in rng.permutation(n)]
-    kinds = _assign_noise(fams, round(n * noise_rate), weights, rules, rng)
-
-    ids = [f"pool-{i:06d}" for i in range(n)]
-    samples: list[Sample | None] = [None] * n
-    for i, (name, kind) in enumerate(zip(fams, kinds, strict=True)):
-        if kind == "near_duplicate":
-            continue  # filled in below, once the clean samples it copies exist
-        f = FAMILIES[name]
-        if kind == "clean":
-            p = f.draw(rng, bank, "pool")
-            text, extra = f.reply(p), {}
-        else:
-            p, text, extra = _draw_noisy(f, kind, rng, bank, "pool", rules)
-        meta = {**problem_meta(p, kind, "pool"), **extra}
-        samples[i] = Sample(ids[i], p.question, text, meta, has_image=p.has_image)
-
-    clean: dict[str, list[int]] = {}
-    for i, (name, kind) in enumerate(zip(fams, kinds, strict=True)):
-        if kind == "clean":
-            clean.setdefault(name, []).append(i)
-    for i, (name, kind) in enumerate(zip(fams, kinds, strict=True)):
-        if kind == "near_duplicate":
-            src = samples[clean[name][int(rng.integers(len(clean[name])))]]
-            assert src is not None
-            samples[i] = _near_duplicate(src, ids[i], FAMILIES[name], rng)
-    return [s for s in samples if s is not None]
-
-
-def make_mixed_clean(
-    n: int,
-    split: str,
-    prefix: str,
-    seed: int = 0,
-    stream: str | None = None,
-    families: Mapping[str, float] | None = None,
-) -> list[Sample]:
-    """`n` clean problems on `split`'s images, families in exact proportion to `families`
-    (default: chain only), in shuffled order."""
-    weights = _check_weights({"chain": 1.0} if families is None else families, "families")
-    if not any(w > 0 for w in weights.values()):
-        raise ValueError("families: at least one weight must be positive")
-    bank = load_bank()
-    rng = np.random.default_rng([seed, _STREAM[stream or split]])
-    names = [name for name, c in apportion(weights, n).items() for _ in range(c)]
-    names = [names[i] for i in rng.permutation(n)]
-    out = []
-    for i, name in enumerate(names):
-        f = FAMILIES[name]
-        p = f.draw(rng, bank, split)
-        out.append(
-            Sample(
-                f"{prefix}-{i:06d}",
-                p.question,
-                f.reply(p),
-                problem_meta(p, "clean", split),
-                has_image=p.has_image,
-            )
-        )
-    return out

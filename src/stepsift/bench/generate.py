@@ -13,7 +13,7 @@ Each line is `{"id", "image", "conversations", "meta"}`, with `image` relative t
 folder. `meta` holds the ground truth (noise tag, true answer); the scorer must not read it.
 A text-only sample (the v2 `text_arith` family) has no `image` key and no `<image>`.
 
-With `mix` (a `families.FamilyMix`), the pool mixes task families and carries systematic
+With `mix` (a `family_mix.FamilyMix`), the pool mixes task families and carries systematic
 errors (generator v2); anchors and test are then clean problems of the target families.
 
     python -m stepsift.bench.generate OUT_DIR --n-pool 2000 [--target chain --target-share 0.3]
@@ -41,7 +41,7 @@ from stepsift.bench.problems import (
 )
 
 if TYPE_CHECKING:
-    from stepsift.bench.families import FamilyMix
+    from stepsift.bench.family_mix import FamilyMix
 
 __all__ = ["BenchmarkPaths", "write_benchmark", "to_llava", "extract_answer", "is_correct"]
 
@@ -133,7 +133,8 @@ def write_benchmark(
 ) -> BenchmarkPaths:
     """Generate and write pool/anchors/test; same arguments -> byte-identical files.
 
-    `mix`: the v2 pool over task families (`noise_mix=None` is then DEFAULT_V2_NOISE_MIX);
+    `mix`: the v2 pool over task families (`noise_mix=None` is then
+    `noise_kinds.DEFAULT_V2_NOISE_MIX`);
     anchors and test are clean problems of `mix.target`. None: the chain-only benchmark.
     """
     root = Path(out_dir)
@@ -169,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     mix = None
     if a.target is not None or a.target_share is not None:
-        from stepsift.bench.families import FamilyMix
+        from stepsift.bench.family_mix import FamilyMix
 
         kw: dict[str, Any] = {}
         if a.target is not None:

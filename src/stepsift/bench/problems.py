@@ -15,7 +15,7 @@ default mix weighs the six noise types equally. Every sample's `meta` records it
 and the true answer; the scorer never sees it. Anchor (dev) and test problems are always clean.
 
 This module is the single-family (chain) generator. `make_pool(..., families=FamilyMix(...))`
-and `make_clean(..., families={...})` delegate to `stepsift.bench.families` (generator v2:
+and `make_clean(..., families={...})` delegate to `stepsift.bench.pool_mix` (generator v2:
 many task families, systematic errors); without `families` the output is what it always was.
 """
 
@@ -31,7 +31,7 @@ import numpy as np
 from stepsift.bench.digits import DigitBank, load_bank
 
 if TYPE_CHECKING:
-    from stepsift.bench.families import FamilyMix
+    from stepsift.bench.family_mix import FamilyMix
 
 NOISE_TYPES = (
     "misread",
@@ -46,8 +46,8 @@ DEFAULT_NOISE_MIX: dict[str, float] = {t: 1.0 for t in NOISE_TYPES}
 
 # Independent random streams, so e.g. a bigger test set does not change the pool. "judge" is
 # the judge baseline's own clean training problems: pool-split images, but not the pool.
-# "rules" picks the v2 pool's systematic error rules (families.Rules).
-_STREAM = {"pool": 0, "dev": 1, "test": 2, "judge": 3, "rules": 4}
+# "rules" picks the v2 pool's systematic error rules (noise_kinds.Rules).
+STREAMS = {"pool": 0, "dev": 1, "test": 2, "judge": 3, "rules": 4}
 
 
 # --- templates ---------------------------------------------------------------------------------
@@ -83,13 +83,18 @@ class Template:
         return len(digits) in self.sizes and (not self.distinct or len(set(digits)) == len(digits))
 
 
-def _near(r: int) -> list[int]:
+def near_slips(r: int) -> list[int]:
     return [r + 1, r - 1, r + 2, r - 2, r + 10, r - 10]  # off-by-one and carry slips
 
 
 TEMPLATES: tuple[Template, ...] = (
     Template(
-        "sum", "What is the sum of the digits?", (2, 3), sum, _sum_render, lambda d, r: _near(r)
+        "sum",
+        "What is the sum of the digits?",
+        (2, 3),
+        sum,
+        _sum_render,
+        lambda d, r: near_slips(r),
     ),
     Template(
         "difference",
@@ -97,7 +102,7 @@ TEMPLATES: tuple[Template, ...] = (
         (2,),
         lambda d: d[0] - d[1],
         lambda d, r: [f"{d[0]} - {d[1]} = {r}."],
-        lambda d, r: [*_near(r), -r],  # -r: subtracting the wrong way round
+        lambda d, r: [*near_slips(r), -r],  # -r: subtracting the wrong way round
         signed=True,
     ),
     Template(
@@ -131,7 +136,7 @@ TEMPLATES: tuple[Template, ...] = (
         (3,),
         lambda d: max(d) + min(d),
         _max_min_render,
-        lambda d, r: [*_near(r), max(d) - min(d)],
+        lambda d, r: [*near_slips(r), max(d) - min(d)],
     ),
 )
 TEMPLATE_BY_NAME = {t.name: t for t in TEMPLATES}
@@ -154,7 +159,7 @@ def solution(template: Template, digits: Sequence[int]) -> str:
     return "\n".join([*chain(template, digits), f"Answer: {template.solve(digits)}"])
 
 
-def _wrong_results(template: Template, digits: Sequence[int]) -> list[int]:
+def wrong_results(template: Template, digits: Sequence[int]) -> list[int]:
     """Distinct plausible wrong results (slips), in a fixed order."""
     r = template.solve(digits)
     out = [x for x in template.slips(digits, r) if x != r and (template.signed or x >= 0)]
@@ -235,7 +240,7 @@ class _Problem:
     image_indices: list[int]
 
 
-def _draw_digits(rng: np.random.Generator, template: Template) -> list[int]:
+def draw_digits(rng: np.random.Generator, template: Template) -> list[int]:
     k = int(rng.choice(template.sizes))
     if template.distinct:
         return [int(x) for x in rng.choice(10, size=k, replace=False)]
@@ -244,7 +249,7 @@ def _draw_digits(rng: np.random.Generator, template: Template) -> list[int]:
 
 def _draw_problem(rng: np.random.Generator, bank: DigitBank, split: str) -> _Problem:
     template = TEMPLATES[int(rng.integers(len(TEMPLATES)))]
-    digits = _draw_digits(rng, template)
+    digits = draw_digits(rng, template)
     return _Problem(template, digits, bank.pick(rng, split, digits))
 
 
@@ -255,7 +260,7 @@ def _draw_problem(rng: np.random.Generator, bank: DigitBank, split: str) -> _Pro
 Noiser = Callable[[_Problem, np.random.Generator], tuple[str, dict[str, Any]] | None]
 
 # Digits that handwritten-digit readers commonly confuse; tried before arbitrary misreads.
-_CONFUSIONS = {
+CONFUSIONS = {
     0: (8, 6),
     1: (7, 4),
     2: (7, 3),
@@ -273,7 +278,7 @@ def _misread(p: _Problem, rng: np.random.Generator) -> tuple[str, dict[str, Any]
     true = p.template.solve(p.digits)
     for pos in rng.permutation(len(p.digits)):
         d = p.digits[pos]
-        likely = list(rng.permutation(_CONFUSIONS[d]))
+        likely = list(rng.permutation(CONFUSIONS[d]))
         others = [x for x in rng.permutation(10) if x != d and x not in likely]
         for wrong in [*likely, *others]:
             seen = list(p.digits)
@@ -285,7 +290,7 @@ def _misread(p: _Problem, rng: np.random.Generator) -> tuple[str, dict[str, Any]
 
 
 def _arithmetic(p: _Problem, rng: np.random.Generator) -> tuple[str, dict[str, Any]] | None:
-    wrong = _wrong_results(p.template, p.digits)
+    wrong = wrong_results(p.template, p.digits)
     if not wrong:
         return None
     r = int(rng.choice(wrong))
@@ -295,7 +300,7 @@ def _arithmetic(p: _Problem, rng: np.random.Generator) -> tuple[str, dict[str, A
 def _answer_mismatch(p: _Problem, rng: np.random.Generator) -> tuple[str, dict[str, Any]] | None:
     true = p.template.solve(p.digits)
     # a slip-like value or one of the digits themselves, as a generator's final line might say
-    wrong = list(dict.fromkeys([*_wrong_results(p.template, p.digits), *p.digits]))
+    wrong = list(dict.fromkeys([*wrong_results(p.template, p.digits), *p.digits]))
     wrong = [w for w in wrong if w != true]
     if not wrong:
         return None
@@ -303,7 +308,7 @@ def _answer_mismatch(p: _Problem, rng: np.random.Generator) -> tuple[str, dict[s
     return "\n".join([*chain(p.template, p.digits), f"Answer: {final}"]), {}
 
 
-_MALFORMED = ("Answer: ", "Answr {r}", "Answer =", "Answer: the result")
+MALFORMED_FINALS = ("Answer: ", "Answr {r}", "Answer =", "Answer: the result")
 
 
 def _truncated(p: _Problem, rng: np.random.Generator) -> tuple[str, dict[str, Any]] | None:
@@ -313,11 +318,11 @@ def _truncated(p: _Problem, rng: np.random.Generator) -> tuple[str, dict[str, An
         cuts = [m.start() for m in re.finditer(r"\s", body)] + [len(body)]
         cut = int(rng.choice(cuts[1:]))
         return body[:cut].rstrip(), {"detail": "cut"}
-    line = str(rng.choice(_MALFORMED)).format(r=p.template.solve(p.digits))
+    line = str(rng.choice(MALFORMED_FINALS)).format(r=p.template.solve(p.digits))
     return f"{body}\n{line}", {"detail": "malformed"}
 
 
-_REFUSALS = (
+REFUSALS = (
     "I cannot read the digits in this image.",
     "Sorry, the image is too blurry to answer.",
     "The image shows some handwritten numbers.",
@@ -329,9 +334,9 @@ def _off_task(p: _Problem, rng: np.random.Generator) -> tuple[str, dict[str, Any
     true = p.template.solve(p.digits)
     kind = rng.choice(["other_digits", "other_task", "refusal"], p=[0.4, 0.3, 0.3])
     if kind == "refusal":
-        return str(rng.choice(_REFUSALS)), {"detail": "refusal"}
+        return str(rng.choice(REFUSALS)), {"detail": "refusal"}
     if kind == "other_digits":  # a chain about some other image
-        template, digits = p.template, _draw_digits(rng, p.template)
+        template, digits = p.template, draw_digits(rng, p.template)
     else:  # the right digits, but the answer to a different question
         fits = [t for t in TEMPLATES if t is not p.template and t.accepts(p.digits)]
         template, digits = fits[int(rng.integers(len(fits)))], p.digits
@@ -407,18 +412,19 @@ def make_pool(
 ) -> list[Sample]:
     """`n` pool samples; exactly round(n * noise_rate) of them noisy, types drawn from the mix.
 
-    With `families` (a `families.FamilyMix`), the v2 pool: many task families and systematic
-    errors (`families.make_mixed_pool`; `noise_mix=None` is then DEFAULT_V2_NOISE_MIX).
+    With `families` (a `family_mix.FamilyMix`), the v2 pool: many task families and
+    systematic errors (`pool_mix.make_mixed_pool`; `noise_mix=None` is then
+    `noise_kinds.DEFAULT_V2_NOISE_MIX`).
     """
     if families is not None:
-        from stepsift.bench.families import make_mixed_pool
+        from stepsift.bench.pool_mix import make_mixed_pool
 
         return make_mixed_pool(n, noise_rate, noise_mix, seed, families)
     if not 0.0 <= noise_rate <= 1.0:
         raise ValueError(f"noise_rate must be in [0, 1], got {noise_rate}")
     weights = _normalise_mix(noise_mix)
     bank = load_bank()
-    rng = np.random.default_rng([seed, _STREAM["pool"]])
+    rng = np.random.default_rng([seed, STREAMS["pool"]])
     n_noisy = round(n * noise_rate)
     kinds = ["clean"] * (n - n_noisy) + [
         str(k) for k in rng.choice(NOISE_TYPES, n_noisy, p=weights)
@@ -465,14 +471,14 @@ def make_clean(
     `stream` names the random stream (default: the split's own); the judge's training set uses
     "judge" so that its problems on pool-split images are not the pool's problems.
     `families` (family name -> weight; exact shares) draws from those task families
-    (`families.make_mixed_clean`); None is the chain problems exactly as before.
+    (`pool_mix.make_mixed_clean`); None is the chain problems exactly as before.
     """
     if families is not None:
-        from stepsift.bench.families import make_mixed_clean
+        from stepsift.bench.pool_mix import make_mixed_clean
 
         return make_mixed_clean(n, split, prefix, seed, stream, families)
     bank = load_bank()
-    rng = np.random.default_rng([seed, _STREAM[stream or split]])
+    rng = np.random.default_rng([seed, STREAMS[stream or split]])
     out = []
     for i in range(n):
         p = _draw_problem(rng, bank, split)

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from stepsift.bench.base_model import BaseConfig, get_base_model
-from stepsift.bench.families import FamilyMix
+from stepsift.bench.family_mix import FamilyMix
 from stepsift.bench.generate import BenchmarkPaths, write_benchmark
 from stepsift.bench.judge import (
     Judge,
@@ -116,8 +116,8 @@ class BenchConfig:
     protocols: tuple[str, ...] = ("B",)
     seeds: tuple[int, ...] = (0, 1, 2)
     noise_rates: tuple[float, ...] = (DEFAULT_NOISE_RATE,)
-    # weights of the noise types (families.ALL_NOISE_TYPES); None: the v2 default (random
-    # and systematic; families.DEFAULT_V2_NOISE_MIX), or for the old single-family pool
+    # weights of the noise types (noise_kinds.ALL_NOISE_TYPES); None: the v2 default (random
+    # and systematic; noise_kinds.DEFAULT_V2_NOISE_MIX), or for the old single-family pool
     # (target_share 1) the old equal random mix
     noise_mix: dict[str, float] | None = None
     # the pool's task families: `target` share of the pool from the target families
