@@ -71,31 +71,28 @@ def _score_cost(recipe: ScoreRecipe, out: Path, settings: ScoreSettings) -> Scor
     return ScoreCost(cost["score_seconds"], cost["warmup_seconds"], cost.get("anchor_loss", 0.0))
 
 
-def ost_scores(recipe: ScoreRecipe, estimator: str) -> ScoreCost:
-    """`folder/scores.parquet`, and the warmed-up proxy in `folder/proxy`."""
+def _pool_scores(recipe: ScoreRecipe, name: str, proxy_dir: str, **method) -> ScoreCost:
+    """A score run over the whole pool from the recipe's start and warm-up; `method` holds
+    the estimator's settings."""
     settings = ScoreSettings(
-        method=estimator,
         seed=recipe.seed,
         warmup=recipe.warmup,
         proxy_init=recipe.proxy_init,
         progress=recipe.progress,
-        save_proxy=recipe.folder / "proxy",
+        save_proxy=recipe.folder / proxy_dir,
+        **method,
     )
-    return _score_cost(recipe, recipe.folder / "scores.parquet", settings)
+    return _score_cost(recipe, recipe.folder / name, settings)
+
+
+def ost_scores(recipe: ScoreRecipe, estimator: str) -> ScoreCost:
+    """`folder/scores.parquet`, and the warmed-up proxy in `folder/proxy`."""
+    return _pool_scores(recipe, "scores.parquet", "proxy", method=estimator)
 
 
 def less_scores(recipe: ScoreRecipe, dim: int) -> ScoreCost:
     """`folder/less.parquet`: LESS's scores from a score run of its own."""
-    settings = ScoreSettings(
-        method="less",
-        less_dim=dim,
-        seed=recipe.seed,
-        warmup=recipe.warmup,
-        proxy_init=recipe.proxy_init,
-        progress=recipe.progress,
-        save_proxy=recipe.folder / "less-proxy",
-    )
-    return _score_cost(recipe, recipe.folder / "less.parquet", settings)
+    return _pool_scores(recipe, "less.parquet", "less-proxy", method="less", less_dim=dim)
 
 
 def audit_ids(pool: Path, n: int, seed: int) -> list[int]:
