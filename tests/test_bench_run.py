@@ -257,3 +257,20 @@ def test_report_holds_only_what_the_command_asked_for(bench_run) -> None:
     ]  # fmt: skip
     saved = json.loads((cfg.out / "results.json").read_text())
     assert len(saved) == 2
+
+
+def test_bench_command_reads_the_v2_options(tmp_path: Path) -> None:
+    from stepsift.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["bench", "--target", "chain", "--target-share", "0.5", "--families",
+         "transcribe=2,count=1", "--proxy-start", "scratch", "--audit", "0"]
+    )  # fmt: skip
+    assert args.target == ("chain",) and args.target_share == 0.5
+    assert args.families == {"transcribe": 2.0, "count": 1.0}
+    assert args.proxy_start == "scratch" and args.audit == 0
+    cfg = tiny_config(tmp_path, target_share=0.5, other_families=args.families)
+    assert cfg.mix().counts(100) == {"chain": 50, "transcribe": 33, "count": 17}
+    assert tiny_config(tmp_path, target_share=1.0).mix() is None  # the old pool
+    with pytest.raises(ValueError, match="nosuch"):
+        tiny_config(tmp_path, other_families={"nosuch": 1.0})
