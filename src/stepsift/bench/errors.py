@@ -28,7 +28,7 @@ import numpy as np
 from stepsift.bench.digits import DigitBank
 from stepsift.bench.families import Family, Problem
 from stepsift.bench.noise_kinds import SYS_CARRY_RULE, SYS_FORMAT_RULE, SYS_OPERATOR_RULE, Rules
-from stepsift.bench.problems import CONFUSIONS, Sample
+from stepsift.bench.problems import Sample, misreadings
 
 _MAX_DRAWS = 10_000  # redraws of a problem until one can carry the requested noise
 
@@ -37,17 +37,11 @@ Noiser = Callable[[Family, Problem, np.random.Generator, Rules], Made]
 
 
 def _misread(f: Family, p: Problem, rng: np.random.Generator, rules: Rules) -> Made:
-    for pos in rng.permutation(len(p.digits)):
-        d = p.digits[pos]
-        likely = list(rng.permutation(CONFUSIONS[d]))
-        others = [x for x in rng.permutation(10) if x != d and x not in likely]
-        for wrong in [*likely, *others]:
-            seen = list(p.digits)
-            seen[pos] = int(wrong)
-            q = f.on(p, seen)
-            # the rest of the reply follows the wrong reading, so the answer must change
-            if q is not None and q.answer != p.answer:
-                return f.reply(q), {"stated_digits": seen}
+    for seen in misreadings(p.digits, rng):
+        q = f.on(p, seen)
+        # the rest of the reply follows the wrong reading, so the answer must change
+        if q is not None and q.answer != p.answer:
+            return f.reply(q), {"stated_digits": seen}
     return None
 
 

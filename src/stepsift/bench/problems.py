@@ -22,7 +22,7 @@ many task families, systematic errors); without `families` the output is what it
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -274,18 +274,26 @@ CONFUSIONS = {
 }
 
 
-def _misread(p: _Problem, rng: np.random.Generator) -> tuple[str, dict[str, Any]] | None:
-    true = p.template.solve(p.digits)
-    for pos in rng.permutation(len(p.digits)):
-        d = p.digits[pos]
+def misreadings(digits: Sequence[int], rng: np.random.Generator) -> Iterator[list[int]]:
+    """`digits` with one digit misread, in the order a misreading noiser tries them: positions
+    in random order, at each the common confusions first, then any other digit. Lazy, so the
+    random draws stop where the caller stops."""
+    for pos in rng.permutation(len(digits)):
+        d = digits[pos]
         likely = list(rng.permutation(CONFUSIONS[d]))
         others = [x for x in rng.permutation(10) if x != d and x not in likely]
         for wrong in [*likely, *others]:
-            seen = list(p.digits)
+            seen = list(digits)
             seen[pos] = int(wrong)
-            # the rest of the chain follows the wrong reading, so the answer must change
-            if p.template.accepts(seen) and p.template.solve(seen) != true:
-                return solution(p.template, seen), {"stated_digits": seen}
+            yield seen
+
+
+def _misread(p: _Problem, rng: np.random.Generator) -> tuple[str, dict[str, Any]] | None:
+    true = p.template.solve(p.digits)
+    for seen in misreadings(p.digits, rng):
+        # the rest of the chain follows the wrong reading, so the answer must change
+        if p.template.accepts(seen) and p.template.solve(seen) != true:
+            return solution(p.template, seen), {"stated_digits": seen}
     return None
 
 
