@@ -16,16 +16,19 @@ Each run's summary is cached as JSON beside its scores, so a rerun reads it back
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from scipy.stats import spearmanr
 
 from stepsift.data.atomic import atomic_write_text
 from stepsift.engine.scoring import ScoreSettings, score
 from stepsift.engine.store import read_scores
+from stepsift.proxy.loading import load_saved_proxy
 from stepsift.proxy.warmup import WarmupSettings
 
 
@@ -158,12 +161,6 @@ def loss_pass_seconds(folder: Path, pool: list, batch_size: int = 16) -> float:
     once, cached in `folder/loss_pass.json`."""
 
     def run() -> dict:
-        import time
-
-        import torch
-
-        from stepsift.proxy.loading import load_saved_proxy
-
         proxy = load_saved_proxy(folder / "proxy")
         start = time.perf_counter()
         with torch.no_grad():
