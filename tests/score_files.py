@@ -25,6 +25,8 @@ def write_score_file(
     fold_sizes: list[int] | None = None,
     sketch: np.ndarray | None = None,
     ids: list[str] | None = None,
+    group_utility: np.ndarray | None = None,
+    groups: dict[str, int] | None = None,  # name -> anchors in the group, in column order
     settings: dict | None = None,
 ) -> list[str]:
     """Write a score file; returns its ids."""
@@ -44,6 +46,10 @@ def write_score_file(
     if fold_utility is not None:
         columns["fold_utility"] = fixed_list(fold_utility, pa.float64())
         meta["anchor_fold_sizes"] = list(fold_sizes or [10] * fold_utility.shape[1])
+    if group_utility is not None:
+        columns["group_utility"] = fixed_list(group_utility, pa.float64())
+        meta["anchor_groups"] = list(groups)
+        meta["anchor_group_sizes"] = list(groups.values())
     if sketch is not None:
         columns["sketch"] = fixed_list(sketch, pa.float32())
         meta.update(sketch_dim=int(sketch.shape[1]), sketch_of="gradient")

@@ -167,18 +167,19 @@ def test_demo_runs_the_quick_bench_and_hands_over_a_subset(tmp_path: Path) -> No
         tmp_path / "demo", pool_size=40, **{k: v for k, v in TINY.items() if k != "pool_size"}
     )
     rows = run_demo(cfg)
-    # protocol B, one seed: full, random 20%, OST and the loss filter at 20% and 50%, judge
+    # protocol B, one seed: full, random 20%, the default and the loss filter at 20% and 50%,
+    # judge
     assert sorted((r["method"], r["keep"] if r["method"] != "judge" else None) for r in rows) == [
         ("full", 1.0),
         ("judge", None),
         ("loss_filter", 0.2),
         ("loss_filter", 0.5),
-        ("ost", 0.2),
-        ("ost", 0.5),
         ("random", 0.2),
+        ("stepsift", 0.2),
+        ("stepsift", 0.5),
     ]
     assert {r["protocol"] for r in rows} == {"B"}
-    subset = (tmp_path / "demo" / "noise-40" / "subset-top20.jsonl").read_text().splitlines()
+    subset = (tmp_path / "demo" / "noise-40" / "subset-20.jsonl").read_text().splitlines()
     assert len(subset) == 8
     assert all(json.loads(line)["conversations"] for line in subset)  # the pool's own format
     page = (tmp_path / "demo" / "noise-40" / "report" / "report.html").read_text()

@@ -17,7 +17,7 @@ from stepsift.engine.scoring import (
 from stepsift.engine.shards import Shard, merge
 from stepsift.proxy.hf_loading import HF_DTYPES, HFOptions
 from stepsift.proxy.warmup import WarmupSettings
-from stepsift.select.harmful import HARMFUL_MODES, Policy
+from stepsift.select.harmful import COVERAGE_MODES, HARMFUL_MODES, Policy
 from stepsift.select.topk import parse_keep, select
 from stepsift.utility.steps import OPTIMIZERS
 
@@ -269,6 +269,15 @@ def add_select_parser(sub: argparse._SubParsersAction) -> None:
         "file's `sketch` column",
     )
     p.add_argument(
+        "--coverage",
+        choices=COVERAGE_MODES,
+        default="auto",
+        help="auto (default): when the score file has utilities towards 2+ anchor groups "
+        "(`score --anchor-group-field`), fill the budget by group in proportion to the "
+        "anchors, each group's share by its own utility, so no part of the anchors' task "
+        "starves; off: the plain top-k by utility (the paper's OST)",
+    )
+    p.add_argument(
         "--harmful",
         choices=HARMFUL_MODES,
         default="auto",
@@ -337,6 +346,7 @@ def run_select(args: argparse.Namespace) -> int:
             level=args.harmful_level,
             correction=args.harmful_correction,
             diverse=args.diverse,
+            coverage=args.coverage,
         ),
     )
     keep = parse_keep(args.keep)

@@ -9,6 +9,7 @@ from torch.func import jvp
 from utility_reference import warm_briefly
 
 from stepsift.proxy.builtin import BuiltinProxy
+from stepsift.utility.anchor_views import AnchorViews
 from stepsift.utility.curvature import (
     DEFAULT_LABEL_DRAWS,
     DEFAULT_RANK,
@@ -106,3 +107,60 @@ def test_rank_cut_keeps_the_top_curvature_directions(proxy, candidates, anchors)
     expected = ((flat @ w.T) ** 2).sum(1)
     np.testing.assert_allclose(cut.quadratic(deltas).numpy(), expected, rtol=1e-8)
     assert np.all(expected <= full.quadratic(deltas).numpy() * (1 + 1e-12))
+
+
+def _views() -> AnchorViews:
+    # two folds and two groups over the three anchors
+    return AnchorViews(3, 2, (0, 1, 0), (0, 1, 0), ("arith", "picture"))
+
+
+def _exact_and_curvature_views(proxy, candidates, anchors, rule):
+    views = _views()
+    batch, cands = proxy.collate(anchors), proxy.collate(candidates)
+    exact = ExactUtility(proxy, batch, rule, views=views)(cands)
+    est = CurvatureUtility(proxy, batch, rule, views=views)
+    return exact, est, est(cands)
+
+
+def test_view_utilities_match_exact_at_a_tiny_step(proxy, candidates, anchors) -> None:
+    """Each fold's and group's utility is its own expansion; at a tiny SGD step they all
+    equal the exact per-view utilities (the mean loss drop over the view's anchors)."""
+    exact, est, got = _exact_and_curvature_views(proxy, candidates, anchors, SGDStep(1e-6))
+    assert est.columns == {"fold_utility", "group_utility"}
+    assert got.group_utility.shape == (5, 2) and got.fold_utility.shape == (5, 2)
+    np.testing.assert_allclose(got.group_utility.numpy(), exact.group_utility.numpy(), rtol=1e-3)
+    np.testing.assert_allclose(got.fold_utility.numpy(), exact.fold_utility.numpy(), rtol=1e-3)
+    # the views do not change the whole-anchor utility
+    plain = CurvatureUtility(proxy, proxy.collate(anchors), SGDStep(1e-6))
+    torch.testing.assert_close(got.utility, plain(proxy.collate(candidates)).utility)
+
+
+def test_view_utilities_under_warm_adam(proxy, candidates, anchors) -> None:
+    warm_briefly(proxy, candidates + anchors)
+    rule = make_step_rule("adam", 1e-7, proxy, 0.0)
+    exact, _, got = _exact_and_curvature_views(proxy, candidates, anchors, rule)
+    np.testing.assert_allclose(got.group_utility.numpy(), exact.group_utility.numpy(), rtol=1e-3)
+
+
+def test_view_utility_is_its_own_second_order_expansion(proxy, candidates, anchors) -> None:
+    """At a large step each view's value is offset - <g_v, δ> - ½ δᵀ G_v δ with its own
+    anchor gradient and sketch (the 'picture' group is anchor a1 alone)."""
+    rule = SGDStep(0.5)
+    _, est, got = _exact_and_curvature_views(proxy, candidates, anchors, rule)
+    deltas = candidate_deltas(proxy, candidates, 0.5)
+    alone = CurvatureUtility(proxy, proxy.collate(anchors).take([1]), rule)
+    linear = sum(d.reshape(5, -1) @ alone.anchor_grad[n].reshape(-1) for n, d in deltas.items())
+    quad = est.view_curvature.sketches[3].quadratic(deltas)  # folds 0, 1, then groups 0, 1
+    torch.testing.assert_close(got.group_utility[:, 1], -linear - 0.5 * quad)
+    assert torch.all(quad > 0)
+
+
+def test_view_state_round_trip(proxy, candidates, anchors) -> None:
+    """A worker that loads the exported state scores the views exactly as the builder."""
+    _, est, got = _exact_and_curvature_views(proxy, candidates, anchors, SGDStep(0.1))
+    loaded = CurvatureUtility(
+        proxy, proxy.collate(anchors), SGDStep(0.1), views=_views(), state=est.export_state()
+    )
+    again = loaded(proxy.collate(candidates))
+    torch.testing.assert_close(again.group_utility, got.group_utility)
+    torch.testing.assert_close(again.fold_utility, got.fold_utility)

@@ -1,11 +1,12 @@
 """`stepsift demo`: the quick version of `stepsift bench`, and the README's quick start.
 
 One seed, protocol B (the same-compute comparison), the main methods: full-SFT, random 20%,
-OST top-20% and top-50%, the plain loss filter at 20%, and the judge, on the bench's v2
+stepsift's default selection at 20% and 50% (coverage of the anchor groups by one-step
+utility), the plain loss filter at 20% and 50%, and the judge, on the bench's v2
 regime at 2,000 candidates: a mixed pool of task families (the target family 30%), 40%
 generator errors of which half systematic, a proxy pre-trained on a generic corpus of the
 world. It generates the data, scores it through the public `score` (the fast estimator,
-audited against exact on 200 random candidates), writes the OST top-20% in the pool's own
+audited against exact on 200 random candidates), writes the default 20% in the pool's own
 format through the public `select` (what a user hands to their trainer), then fine-tunes the
 benchmark's target on each subset and prints the table and the noise-detection figures.
 Sized to finish in under 10 minutes on a 2-core CPU, including the one-off pre-training of
@@ -21,7 +22,7 @@ from stepsift.bench.problems import DEFAULT_NOISE_RATE
 from stepsift.bench.runner import BenchConfig, benchmark_data, run_bench
 from stepsift.select.topk import parse_keep, select
 
-DEMO_METHODS = ("full", "random", "ost", "loss_filter", "judge")
+DEMO_METHODS = ("full", "random", "stepsift", "loss_filter", "judge")
 
 
 def demo_config(
@@ -51,11 +52,11 @@ def demo_config(
 
 
 def run_demo(cfg: BenchConfig) -> list[dict]:
-    """Run the demo's bench, and write the OST top-20% as a user would get it."""
+    """Run the demo's bench, and write the default 20% as a user would get it."""
     rows = run_bench(cfg)
     for noise in cfg.noise_rates:
         paths = benchmark_data(cfg, noise)
-        subset = paths.root.parent / "subset-top20.jsonl"
+        subset = paths.root.parent / "subset-20.jsonl"
         summary = select(
             paths.pool, paths.root.parent / "scores.parquet", parse_keep("20%"), subset
         )

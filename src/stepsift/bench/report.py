@@ -57,6 +57,7 @@ METHOD_ORDER = (
     "ifd",
     "high_loss",
     "ost",
+    "stepsift",
     "ost_drop_harmful",
     "ost_diverse",
     "ost_auto",
@@ -120,6 +121,8 @@ FIXED_LABELS = {
 def label(g: dict) -> str:
     if g["method"] in FIXED_LABELS:
         return FIXED_LABELS[g["method"]]
+    if g["method"] == "stepsift":
+        return f"stepsift default {g['keep']:.0%}"
     if g["method"] in ("random", "oracle_clean", "loss_filter"):
         return f"{g['method']} {g['keep']:.0%}"
     return f"{g['method']} top-{g['keep']:.0%}"
@@ -401,7 +404,7 @@ def pareto_plot(groups: list[dict], context: dict, path: Path) -> None:
             y = [g["accuracy"] * 100 for g in pts]
             ax.plot(x, y, "o-" if len(pts) > 1 else "o", label=method)
             for g in pts:
-                if method in ("ost", "random"):
+                if method in ("ost", "stepsift", "random"):
                     ax.annotate(
                         f"{g['keep']:.0%}",
                         (g["total_seconds"], g["accuracy"] * 100),

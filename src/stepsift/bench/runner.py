@@ -60,7 +60,12 @@ from stepsift.bench.score_runs import (
     loss_pass_seconds,
     ost_scores,
 )
-from stepsift.bench.selectors import SELECTORS, SelectionResult, SelectorInputs
+from stepsift.bench.selectors import (
+    SELECTORS,
+    SelectionResult,
+    SelectorInputs,
+    stepsift_default,
+)
 from stepsift.bench.target import TargetModel
 from stepsift.bench.trainer import TrainStats, evaluate, finetune
 from stepsift.data import read_records
@@ -73,6 +78,7 @@ from stepsift.proxy.warmup import WarmupSettings
 METHODS = (
     "full",
     "random",
+    "stepsift",
     "ost",
     "loss_filter",
     "less",
@@ -89,12 +95,19 @@ METHODS = (
 )
 # the paper's comparison plus the baselines a reviewer asks for; the other OST variants on
 # request
-DEFAULT_METHODS = METHODS[:12]
+DEFAULT_METHODS = METHODS[:13]
 PROTOCOLS = ("A", "B")
-SCORE_TABLE_METHODS = ("ost", "ost_drop_harmful", "high_loss", "ost_auto", "ost_diverse")
+SCORE_TABLE_METHODS = (
+    "stepsift",
+    "ost",
+    "ost_drop_harmful",
+    "high_loss",
+    "ost_auto",
+    "ost_diverse",
+)
 PROXY_METHODS = ("ifd", "deita")
 # at OST's budgets (`fractions`); the oracles that keep "all" of something decide their size
-AT_OST_BUDGETS = ("ost", "ost_diverse", "loss_filter", "less", "oracle_clean")
+AT_OST_BUDGETS = ("stepsift", "ost", "ost_diverse", "loss_filter", "less", "oracle_clean")
 METHOD_SIZED = ("full", "judge", "ost_auto", "oracle_clean_all", "oracle_target")
 PROXY_STARTS = ("pretrained", "scratch")
 LESS_BENCH_DIM = 1024  # LESS's 8192 costs 66x more per candidate for the same ranking (RESULTS)
@@ -632,6 +645,10 @@ def detection(level: NoiseLevel, selections: dict[str, SelectionResult]) -> dict
         "proxy loss (low = keep)": -np.asarray(table["loss"], dtype=float),
         "high_loss (high = keep)": np.asarray(table["loss"], dtype=float),
     }
+    default_order = stepsift_default(read_scores(level.scores_path), 1.0).kept_ids
+    if set(default_order) == set(ids):  # the whole pool in the order the default takes it
+        place = {i: p for p, i in enumerate(default_order)}
+        scorers["stepsift default (order)"] = -np.array([place[i] for i in ids], dtype=float)
     for key, sel in selections.items():
         if sel.scores and key.split("@")[0] in ("ifd", "deita", "judge"):
             name = {"ifd": "ifd (IFD <= 1, high = keep)", "deita": "deita (score)"}.get(

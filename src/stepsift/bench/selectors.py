@@ -133,6 +133,26 @@ def ost_top_k(scores: pa.Table | str | Path, fraction: float) -> SelectionResult
     return _ost("ost", scores, fraction, drop=False)
 
 
+def _decided(
+    name: str, scores: pa.Table | str | Path, keep: Keep, note_prefix: str,
+    policy: Policy | None = None,
+) -> SelectionResult:  # fmt: skip
+    """`select`'s own decision (`decide`) on a score table; `note` is its line that starts
+    with `note_prefix`."""
+    start = time.perf_counter()
+    sel = decide(score_data(_table(scores), "scores"), keep, policy=policy)
+    note = next((line for line in sel.notes if line.startswith(note_prefix)), "")
+    return SelectionResult(
+        name, sel.kept_ids, sel.n_candidates, sel.n_target, time.perf_counter() - start, note
+    )
+
+
+def stepsift_default(scores: pa.Table | str | Path, fraction: float) -> SelectionResult:
+    """What `stepsift select --keep F` does with every default: with per-group utilities in
+    the score file, the budget filled by anchor group (select/coverage.py); else top-k."""
+    return _decided("stepsift", scores, Keep(fraction=fraction), "coverage")
+
+
 def ost_drop_harmful(scores: pa.Table | str | Path, fraction: float) -> SelectionResult:
     """The top by utility with harmful ones removed; fewer are kept when the top holds any."""
     return _ost("ost_drop_harmful", scores, fraction, drop=True)
@@ -141,26 +161,14 @@ def ost_drop_harmful(scores: pa.Table | str | Path, fraction: float) -> Selectio
 def ost_auto(scores: pa.Table | str | Path) -> SelectionResult:
     """The top by utility, cut where `select --keep auto` cuts (the knee of cumulative utility
     against tokens over the positive-utility candidates); the cut is in `note`."""
-    start = time.perf_counter()
-    sel = decide(score_data(_table(scores), "scores"), Keep(auto=True))
-    note = next((line for line in sel.notes if line.startswith("auto budget")), "")
-    return SelectionResult(
-        "ost_auto", sel.kept_ids, sel.n_candidates, sel.n_target, time.perf_counter() - start,
-        note,
-    )  # fmt: skip
+    return _decided("ost_auto", scores, Keep(auto=True), "auto budget")
 
 
 def ost_diverse(scores: pa.Table | str | Path, fraction: float) -> SelectionResult:
     """`select --diverse` at floor(fraction * n): redundancy-aware greedy on the score
     table's gradient sketches (select/diverse.py), the same budget as `ost` top-k."""
-    start = time.perf_counter()
-    sel = decide(score_data(_table(scores), "scores"), Keep(fraction=fraction),
-                 policy=Policy(diverse=True))  # fmt: skip
-    note = next((line for line in sel.notes if line.startswith("diverse")), "")
-    return SelectionResult(
-        "ost_diverse", sel.kept_ids, sel.n_candidates, sel.n_target,
-        time.perf_counter() - start, note,
-    )  # fmt: skip
+    return _decided("ost_diverse", scores, Keep(fraction=fraction), "diverse",
+                    Policy(diverse=True))  # fmt: skip
 
 
 def _by_column(
@@ -601,6 +609,12 @@ SELECTORS: dict[str, Selector] = _registry(
         lambda x, f, **o: ost_top_k(x.scores, f),
     ),
     Selector(
+        "stepsift",
+        "stepsift's default selection (`select --keep F`: coverage of the anchor groups)",
+        ("scores",),
+        lambda x, f, **o: stepsift_default(x.scores, f),
+    ),
+    Selector(
         "ost_drop_harmful",
         "top by one-step utility, never a harmful one",
         ("scores",),
@@ -692,6 +706,7 @@ __all__ = [
     "ost_diverse",
     "ost_drop_harmful",
     "ost_top_k",
+    "stepsift_default",
     "proxy_embeddings",
     "question_supervised",
     "random_k",

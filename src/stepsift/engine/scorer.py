@@ -70,6 +70,8 @@ class Scorer:
                 "params": settings.params,
                 "less_dim": settings.less_dim if method == "less" else None,
                 "dtype": settings.dtype,
+                # curvature's state holds one expansion per anchor view
+                "views": (views.fold_of, views.group_of) if method == "curvature" else None,
             }
             fp = state_fingerprint(method, decisive, proxy, anchors, rule)
             estimator, loaded = load_or_build(

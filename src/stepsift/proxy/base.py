@@ -46,6 +46,16 @@ class Batch:
             self.truncated[index],
         )
 
+    def take(self, rows: Sequence[int]) -> Batch:
+        """The samples at `rows` (any order, any subset), e.g. one anchor view's."""
+        index = torch.as_tensor(list(rows), dtype=torch.long)
+        return Batch(
+            [self.ids[i] for i in rows],
+            {k: v[index.to(v.device)] for k, v in self.tensors.items()},
+            self.tokens[index],
+            self.truncated[index],
+        )
+
 
 class Proxy(ABC):
     """A model that stepsift can simulate optimizer steps on."""

@@ -12,6 +12,7 @@ from stepsift.select import reliability
 from stepsift.select.score_data import ScoreData
 
 HARMFUL_MODES = ("auto", "calibrated", "threshold")
+COVERAGE_MODES = ("auto", "off")
 
 
 @dataclass(frozen=True)
@@ -22,8 +23,13 @@ class Policy:
     level: float = 0.05  # one-sided level of the calibrated flags
     correction: str = "none"  # or "bh": Benjamini-Hochberg over the pool
     diverse: bool = False
+    # auto: fill the budget by anchor group (select/coverage.py) when the score file has
+    # group_utility for 2+ groups; off: the plain top-k by utility (the paper's OST)
+    coverage: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.coverage not in COVERAGE_MODES:
+            raise ValueError(f"--coverage {self.coverage!r}: choose one of {COVERAGE_MODES}")
         if self.harmful not in HARMFUL_MODES:
             raise ValueError(f"--harmful {self.harmful!r}: choose one of {HARMFUL_MODES}")
         if self.correction not in reliability.CORRECTIONS:

@@ -69,6 +69,26 @@ class ScoreData:
         sketch = matrix_column(self.table, "sketch", self.source)
         return sketch.astype(np.float32) if sketch is not None else None
 
+    @cached_property
+    def group_utility(self) -> np.ndarray | None:
+        """(n, G) utilities towards each anchor group, or None without the column."""
+        return matrix_column(self.table, "group_utility", self.source)
+
+    @property
+    def groups(self) -> tuple[list[str], list[int]]:
+        """The anchor groups' names and sizes the `group_utility` columns stand for."""
+        names = self.settings.get("anchor_groups")
+        sizes = self.settings.get("anchor_group_sizes")
+        width = self.group_utility.shape[1] if self.group_utility is not None else 0
+        if not (isinstance(names, list) and isinstance(sizes, list)) or not (
+            len(names) == len(sizes) == width
+        ):
+            raise ValueError(
+                f"{self.source}: has group_utility with {width} columns but its metadata's "
+                f"anchor_groups is {names!r} and anchor_group_sizes {sizes!r}"
+            )
+        return [str(x) for x in names], [int(x) for x in sizes]
+
     @property
     def fold_sizes(self) -> list[int]:
         sizes = self.settings.get("anchor_fold_sizes")

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from stepsift.data import Record, read_records, write_records
-from stepsift.select import budget, diverse, reliability
+from stepsift.select import budget, coverage, diverse, reliability
 from stepsift.select.harmful import Policy, harmful_flags
 from stepsift.select.score_data import ScoreData, read_score_data
 
@@ -197,6 +197,12 @@ def decide(
             f"sketches; {n_target - overlap} of the {n_target} kept are not in the plain top "
             f"{n_target} (near-duplicates of better candidates left out)"
         )
+    elif covers(data, policy, keep):
+        names, sizes = data.groups
+        top, served = coverage.coverage_order(
+            data.group_utility, np.array(sizes), n_target, _ranking_position(order)
+        )
+        notes.append(coverage_line(names, sizes, served, top, order[:n_target]))
     else:
         top = order[:n_target]
     dropped = 0
@@ -221,6 +227,28 @@ def decide(
         notes=tuple(notes),
         warnings=tuple(warnings),
         kept_tokens=int(tokens[top].sum()) if tokens is not None else None,
+    )
+
+
+def covers(data: ScoreData, policy: Policy, keep: Keep) -> bool:
+    """Whether the budget is filled by anchor group: by default, when the file has utilities
+    towards 2+ groups and the budget is a size (a token budget or `auto` is cut on the plain
+    utility curve)."""
+    if policy.coverage == "off" or keep.by_curve or data.group_utility is None:
+        return False
+    return data.group_utility.shape[1] >= 2
+
+
+def coverage_line(
+    names: list[str], sizes: list[int], served: np.ndarray, top: np.ndarray, plain: np.ndarray
+) -> str:
+    quota = ", ".join(f"{name} {int((served == j).sum())}" for j, name in enumerate(names))
+    moved = len(top) - len(np.intersect1d(top, plain))
+    return (
+        f"coverage: the budget filled by anchor group in proportion to the anchors "
+        f"({', '.join(f'{n} {s}' for n, s in zip(names, sizes, strict=True))}), each group's "
+        f"share by its own utility: {quota}; {moved} of the {len(top)} kept are not in the "
+        "plain top by utility (--coverage off: the plain top-k)"
     )
 
 

@@ -70,6 +70,16 @@ class AnchorViews:
                 w[a, self.n_folds + g] = 1.0 / gsizes[g]
         return w.to(device) if device is not None else w
 
+    def members(self) -> list[list[int]]:
+        """The anchors of each view, folds then groups (the columns' order)."""
+        out: list[list[int]] = [[] for _ in range(self.n_views)]
+        for a, k in enumerate(self.fold_of):
+            out[k].append(a)
+        if self.group_of is not None:
+            for a, g in enumerate(self.group_of):
+                out[self.n_folds + g].append(a)
+        return out
+
     def split(self, per_view: Tensor) -> tuple[Tensor | None, Tensor | None]:
         """(B, K + G) -> (fold values (B, K) or None, group values (B, G) or None)."""
         folds = per_view[:, : self.n_folds] if self.n_folds else None

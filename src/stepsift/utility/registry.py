@@ -20,9 +20,10 @@ ESTIMATORS = {
 
 
 # What each estimator can add to a score (the optional columns, see utility/base.py):
-# per-anchor values (so fold and group utilities) and per-sample gradients (so a sketch).
-# first-order has neither: one directional derivative along the mean anchor direction.
-VIEWS = ("exact", "less")
+# fold and group utilities (per-anchor values, or curvature's per-view expansion) and
+# per-sample gradients (so a sketch). first-order has neither: one directional derivative
+# along the mean anchor direction.
+VIEWS = ("exact", "curvature", "less")
 SKETCH = ("exact", "curvature", "less")
 # those whose anchor state (`export_state`) a worker can load instead of recomputing
 EXPORTS_STATE = ("first-order", "curvature", "less")

@@ -1,0 +1,121 @@
+"""The Gauss-Newton matrix of the anchor loss as a few vectors: Σ_j (s_j · δ)² ≈ δᵀ G δ
+(how it is drawn and truncated: utility/curvature.py's docstring)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from stepsift.proxy.base import Batch, Params, Proxy
+from stepsift.utility.gradients import per_sample_grads
+
+DEFAULT_LABEL_DRAWS = 16  # set-up only: more draws, less sketch noise, same cost per candidate
+DEFAULT_MAX_BYTES = 1 << 30  # memory the sketch may take
+DEFAULT_RANK = 64
+
+
+def sampled_label_tensors(
+    proxy: Proxy, params: Params, tensors: dict[str, Tensor], generator: torch.Generator
+) -> dict[str, Tensor]:
+    """The batch with every supervised label replaced by a draw from the model itself."""
+    with torch.no_grad():
+        probs = proxy.token_logits(params, tensors).softmax(dim=-1)
+    flat = probs.reshape(-1, probs.shape[-1]).float()
+    draws = torch.multinomial(flat.cpu(), 1, generator=generator).reshape(probs.shape[:2])
+    labels = tensors["labels"]
+    out = dict(tensors)
+    out["labels"] = torch.where(tensors["loss_mask"], draws.to(labels.device), labels)
+    return out
+
+
+class GGNSketch:
+    """Vectors s_j (one tensor per parameter, leading dim = sketch size) with
+    Σ_j (s_j · δ)² ≈ δᵀ G_A δ."""
+
+    def __init__(
+        self,
+        proxy: Proxy,
+        anchors: Batch,
+        params: Params,
+        label_draws: int = DEFAULT_LABEL_DRAWS,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        seed: int = 0,
+        chunk: int = 32,
+        rank: int | None = None,
+    ):
+        n_params = sum(p.numel() for p in params.values())
+        bytes_per_vector = n_params * next(iter(params.values())).element_size()
+        n_vectors = label_draws * len(anchors)
+        self.size = max(1, min(n_vectors, max_bytes // bytes_per_vector))
+        self.hashed = self.size < n_vectors
+        self.label_draws = label_draws
+        gen = torch.Generator().manual_seed(seed)
+        self.vectors = {n: p.new_zeros((self.size, *p.shape)) for n, p in params.items()}
+        tokens = anchors.tensors["loss_mask"].sum(dim=1).to(torch.float64)
+        j = 0
+        for _ in range(label_draws):
+            for s in range(0, len(anchors), chunk):
+                part = anchors.select(slice(s, s + chunk))
+                tensors = sampled_label_tensors(proxy, params, part.tensors, gen)
+                with torch.no_grad():
+                    grads, _ = per_sample_grads(proxy, params, tensors)
+                weight = (tokens[s : s + chunk] / (len(anchors) * label_draws)).sqrt()
+                self._add(grads, weight, j, gen)
+                j += len(part)
+        self.trace_kept = 1.0
+        if rank is not None and rank < self.size:
+            self._truncate(rank)
+
+    @classmethod
+    def from_state(cls, state: dict, device) -> GGNSketch:
+        """The sketch another worker built (`export`), without recomputing it."""
+        sketch = cls.__new__(cls)
+        sketch.vectors = {n: v.to(device) for n, v in state["vectors"].items()}
+        sketch.size, sketch.hashed = int(state["size"]), bool(state["hashed"])
+        sketch.label_draws = int(state["label_draws"])
+        sketch.trace_kept = float(state["trace_kept"])
+        return sketch
+
+    def export(self) -> dict:
+        return {
+            "vectors": self.vectors,
+            "size": self.size,
+            "hashed": self.hashed,
+            "label_draws": self.label_draws,
+            "trace_kept": self.trace_kept,
+        }
+
+    def _truncate(self, rank: int) -> None:
+        """Keep the top `rank` directions of Sᵀ S: W = U_rᵀ S from S Sᵀ = U Λ Uᵀ."""
+        gram = None
+        for v in self.vectors.values():
+            flat = v.reshape(self.size, -1).double()
+            gram = flat @ flat.T if gram is None else gram + flat @ flat.T
+        eigvals, eigvecs = torch.linalg.eigh(gram)  # ascending
+        top = eigvecs[:, -rank:]
+        self.trace_kept = float(eigvals[-rank:].clamp(min=0).sum() / eigvals.clamp(min=0).sum())
+        self.vectors = {
+            n: (top.T.to(v.dtype) @ v.reshape(self.size, -1)).reshape(rank, *v.shape[1:])
+            for n, v in self.vectors.items()
+        }
+        self.size = rank
+
+    def _add(self, grads: Params, weight: Tensor, first: int, gen: torch.Generator) -> None:
+        n = weight.shape[0]
+        if self.hashed:  # bucket and sign per vector: E[(Σ ±s·δ)²] = Σ (s·δ)²
+            bucket = torch.randint(0, self.size, (n,), generator=gen)
+            sign = torch.randint(0, 2, (n,), generator=gen).to(torch.float64) * 2 - 1
+        else:
+            bucket = torch.arange(first, first + n)
+            sign = torch.ones(n, dtype=torch.float64)
+        for name, g in grads.items():
+            w = (weight * sign).to(g.device, g.dtype).reshape(-1, *([1] * (g.dim() - 1)))
+            self.vectors[name].index_add_(0, bucket.to(g.device), g * w)
+
+    def quadratic(self, deltas: Params) -> Tensor:
+        """δ_iᵀ G_A δ_i for every sample i of per-sample updates `deltas`: shape (B,)."""
+        proj = None
+        for name, d in deltas.items():
+            part = d.reshape(d.shape[0], -1) @ self.vectors[name].reshape(self.size, -1).T
+            proj = part.double() if proj is None else proj + part.double()
+        return (proj**2).sum(dim=1)
