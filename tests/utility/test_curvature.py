@@ -164,3 +164,18 @@ def test_view_state_round_trip(proxy, candidates, anchors) -> None:
     again = loaded(proxy.collate(candidates))
     torch.testing.assert_close(again.group_utility, got.group_utility)
     torch.testing.assert_close(again.fold_utility, got.fold_utility)
+
+
+def test_views_that_would_not_fit_the_memory_cap_are_left_out(proxy, candidates, anchors) -> None:
+    """On a model too large for per-view expansions the estimator still scores, without
+    the view columns, and says why."""
+    params = proxy.step_parameters()
+    one_vector = sum(p.numel() * p.element_size() for p in params.values())
+    est = CurvatureUtility(
+        proxy, proxy.collate(anchors), SGDStep(0.1), views=_views(), max_bytes=3 * one_vector
+    )
+    assert est.columns == frozenset() and est.view_curvature is None
+    assert "per-view curvature needs" in est.describe()["views_skipped"]
+    got = est(proxy.collate(candidates))
+    assert got.group_utility is None and got.fold_utility is None
+    assert torch.all(torch.isfinite(got.utility))

@@ -43,7 +43,7 @@ from stepsift.utility.ggn_sketch import (
 from stepsift.utility.gradients import per_sample_grads
 from stepsift.utility.sketch import gradient_sketch
 from stepsift.utility.steps import StepRule
-from stepsift.utility.view_curvature import ViewCurvature
+from stepsift.utility.view_curvature import ViewCurvature, view_bytes
 
 
 class CurvatureUtility:
@@ -73,8 +73,19 @@ class CurvatureUtility:
         views: AnchorViews | None = None,
     ):
         self.proxy, self.step_rule = proxy, step_rule
-        self.views = active(views)
         self.params = proxy.step_parameters()
+        self.views = active(views)
+        # per-view expansions hold a parameter-sized vector per direction: on a large model
+        # (an HF proxy at full parameters) they would not fit, and the columns are left out
+        self.views_skipped = ""
+        if self.views is not None:
+            need = view_bytes(self.params, self.views, rank, label_draws)
+            if need > max_bytes:
+                self.views_skipped = (
+                    f"per-view curvature needs {need / 2**30:.1f} GiB, over the sketch's "
+                    f"{max_bytes / 2**30:.1f} GiB"
+                )
+                self.views = None
         # the gradient sketch (a column of the score file), not the GGN sketch
         self.gradient_sketch = gradient_sketch(self.params, sketch_dim, sketch_seed)
         self.columns = columns_made(self.views, self.gradient_sketch)
@@ -148,4 +159,5 @@ class CurvatureUtility:
                 if self.view_curvature
                 else {}
             ),
+            **({"views_skipped": self.views_skipped} if self.views_skipped else {}),
         }

@@ -36,6 +36,17 @@ def view_rank(rank: int | None, n_view: int, n_anchors: int) -> int | None:
     return max(MIN_VIEW_RANK, math.ceil(rank * n_view / n_anchors))
 
 
+def view_bytes(params: Params, views: AnchorViews, rank: int | None, label_draws: int) -> int:
+    """What the views keep in memory: per view an anchor gradient and its sketch's
+    directions, each a copy of the step's parameters."""
+    per_vector = sum(p.numel() * p.element_size() for p in params.values())
+    vectors = 0
+    for rows in views.members():
+        r = view_rank(rank, len(rows), views.n_anchors)
+        vectors += 1 + (r if r is not None else label_draws * len(rows))
+    return per_vector * vectors
+
+
 class ViewCurvature:
     """Per-view offsets, anchor gradients and GGN sketches; `__call__` gives (B, V)."""
 
