@@ -25,9 +25,9 @@ def write_score_file(
     fold_sizes: list[int] | None = None,
     sketch: np.ndarray | None = None,
     ids: list[str] | None = None,
+    settings: dict | None = None,
     group_utility: np.ndarray | None = None,
     groups: dict[str, int] | None = None,  # name -> anchors in the group, in column order
-    settings: dict | None = None,
 ) -> list[str]:
     """Write a score file; returns its ids."""
     n = len(utility)

@@ -61,9 +61,9 @@ def test_every_planned_run_is_in_results_json_with_the_required_fields(bench_run
     cfg, rows = bench_run
     saved = json.loads((cfg.out / "results.json").read_text())
     assert len(saved) == len(rows)
-    # 2 seeds x 2 protocols x (full, random 20%, ost, loss_filter, less and oracle_clean at
-    # 20/50%, oracle_clean_all, oracle_target, judge, deita, ifd, high_loss)
-    assert len(saved) == 2 * 2 * 16
+    # 2 seeds x 2 protocols x (full, random 20%, stepsift, ost, loss_filter, less and
+    # oracle_clean at 20/50%, oracle_clean_all, oracle_target, judge, deita, ifd, high_loss)
+    assert len(saved) == 2 * 2 * 18
     for row in saved:
         assert set(RESULT_FIELDS) <= set(row)
         assert 0.0 <= row["accuracy"] <= 1.0

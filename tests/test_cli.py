@@ -170,12 +170,12 @@ def test_saved_proxy_reproduces_the_scores_without_warm_up(scored: Scored, tmp_p
 
 
 def test_select_keeps_the_top_20_percent_and_reports_it(scored: Scored, tmp_path) -> None:
-    """`select --keep 20%` prints kept/dropped counts and the utility range, and writes
-    the top floor(20% of 24) = 4 pool lines unchanged, in input order."""
+    """`select --keep 20% --coverage off` (the plain top-k) prints kept/dropped counts and
+    the utility range, and writes the top floor(20% of 24) = 4 pool lines unchanged, in
+    input order."""
     out = tmp_path / "top.jsonl"
-    run = run_cli(
-        "select", scored.bench.pool, "--scores", scored.scores, "--keep", "20%", "--out", out
-    )
+    run = run_cli("select", scored.bench.pool, "--scores", scored.scores, "--keep", "20%",
+                  "--coverage", "off", "--out", out)  # fmt: skip
     assert run.rc == 0, run.err
     u = scores_by_id(scored.scores)
     top = sorted(u, key=lambda i: (-u[i], i))[:4]
@@ -217,7 +217,7 @@ def test_console_script_runs_select(scored: Scored, tmp_path) -> None:
     out = tmp_path / "top.jsonl"
     proc = subprocess.run(
         [*cmd, "select", str(scored.bench.pool), "--scores", str(scored.scores),
-         "--keep", "0.5", "--out", str(out), "--order", "utility"],
+         "--keep", "0.5", "--coverage", "off", "--out", str(out), "--order", "utility"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
