@@ -636,7 +636,8 @@ def anchor_diagnostics(path: Path, noise: list[str]) -> dict:
 
 def detection(level: NoiseLevel, selections: dict[str, SelectionResult]) -> dict:
     """AUROC of each selector's ranking against the noise tags, and harmful-flag precision."""
-    table = read_scores(level.scores_path).to_pydict()
+    scores = read_scores(level.scores_path)
+    table = scores.to_pydict()
     tags = noise_tags(level.pool)
     ids = table["id"]
     noise = [tags[i] for i in ids]
@@ -645,10 +646,9 @@ def detection(level: NoiseLevel, selections: dict[str, SelectionResult]) -> dict
         "proxy loss (low = keep)": -np.asarray(table["loss"], dtype=float),
         "high_loss (high = keep)": np.asarray(table["loss"], dtype=float),
     }
-    default_order = stepsift_default(read_scores(level.scores_path), 1.0).kept_ids
-    if set(default_order) == set(ids):  # the whole pool in the order the default takes it
-        place = {i: p for p, i in enumerate(default_order)}
-        scorers["stepsift default (order)"] = -np.array([place[i] for i in ids], dtype=float)
+    # the whole pool (keep 100%) in the order the default selection takes it
+    place = {i: p for p, i in enumerate(stepsift_default(scores, 1.0).kept_ids)}
+    scorers["stepsift default (order)"] = -np.array([place[i] for i in ids], dtype=float)
     for key, sel in selections.items():
         if sel.scores and key.split("@")[0] in ("ifd", "deita", "judge"):
             name = {"ifd": "ifd (IFD <= 1, high = keep)", "deita": "deita (score)"}.get(

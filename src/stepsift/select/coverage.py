@@ -67,11 +67,3 @@ def coverage_order(
         chosen[turn], served[turn] = pick, j
         filled[j] += 1
     return chosen, served
-
-
-def composition(labels: list[str] | np.ndarray, picked: np.ndarray) -> dict[str, float]:
-    """The share of each label among the picked candidates (for the report's tables)."""
-    labels = np.asarray(labels)
-    values, counts = np.unique(labels[picked], return_counts=True)
-    total = max(1, len(picked))
-    return {str(v): float(c) / total for v, c in zip(values, counts, strict=True)}

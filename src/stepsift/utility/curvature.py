@@ -100,10 +100,7 @@ class CurvatureUtility:
             self.offset = float(state["offset"])
             self.sketch = GGNSketch.from_state(state["ggn"], device)
             if self.views is not None:
-                self.view_curvature = ViewCurvature(
-                    proxy, anchors, self.views, step_rule, rank, label_draws, max_bytes,
-                    seed, state=state["views"],
-                )  # fmt: skip
+                self.view_curvature = ViewCurvature.from_state(state["views"], device)
             return
         expansion = expand_at_shared_step(proxy, anchors, self.params, step_rule)
         self.shared, self.anchor_grad = expansion.shared, expansion.anchor_grad

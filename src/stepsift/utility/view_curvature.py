@@ -60,15 +60,8 @@ class ViewCurvature:
         label_draws: int,
         max_bytes: int,
         seed: int = 0,
-        state: dict | None = None,
     ):
         params = proxy.step_parameters()
-        if state is not None:
-            device = proxy.device
-            self.offsets = state["offsets"].to(device)
-            self.grads = {n: g.to(device) for n, g in state["grads"].items()}
-            self.sketches = [GGNSketch.from_state(s, device) for s in state["sketches"]]
-            return
         members = views.members()
         offsets, grads, self.sketches = [], [], []
         for v, rows in enumerate(members):
@@ -87,6 +80,15 @@ class ViewCurvature:
         self.grads = {
             n: torch.stack([g[n].reshape(-1) for g in grads], dim=1) for n in params
         }  # (P_n, V) per parameter
+
+    @classmethod
+    def from_state(cls, state: dict, device) -> ViewCurvature:
+        """The views another worker built (`export`), without recomputing them."""
+        views = cls.__new__(cls)
+        views.offsets = state["offsets"].to(device)
+        views.grads = {n: g.to(device) for n, g in state["grads"].items()}
+        views.sketches = [GGNSketch.from_state(s, device) for s in state["sketches"]]
+        return views
 
     def __call__(self, own: Params) -> Tensor:
         """(B, V) utilities towards each view of the per-sample own updates `own`."""
