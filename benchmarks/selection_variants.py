@@ -4,6 +4,9 @@ hidden tags. It is how the variants of issue #16 were compared before any of the
 
     python benchmarks/selection_variants.py runs/bench/noise-40
 
+Printed per variant: target-family share, wrong share, AUROC (where the variant is a score),
+the anchor tasks' and the families' shares of the subset.
+
 Variants: the plain top-k by utility (OST), utility per gradient-sketch norm (a cosine-like
 relevance), utility per supervised token, the plain loss filter, coverage of the anchor
 groups (the default), and two "fit gates" (the lower-loss half of a shortlist twice the
@@ -65,12 +68,13 @@ def main(level: Path) -> None:
             "coverage + fit gate": (lower_loss_half(wide, served)[:k], None),
             "top-k + fit gate": (short[np.argsort(loss[short], kind="stable")[:k]], None),
         }
-        print(f"\nkeep {fraction:.0%} | target | wrong | AUROC | anchor tasks in kept")
+        print(f"\nkeep {fraction:.0%} | target | wrong | AUROC | anchor tasks in kept | families")
         for name, (idx, score) in variants.items():
             auroc = f"{roc_auc_score(~wrong, score):.3f}" if score is not None else "-"
             tasks = ", ".join(f"{g} {np.mean(task[idx] == g):.2f}" for g in names)
+            families = ", ".join(f"{f} {np.mean(fam[idx] == f):.2f}" for f in np.unique(fam))
             print(f"{name} | {np.mean(fam[idx] == target):.2f} | {wrong[idx].mean():.2f} | "
-                  f"{auroc} | {tasks}")  # fmt: skip
+                  f"{auroc} | {tasks} | {families}")  # fmt: skip
 
 
 if __name__ == "__main__":
