@@ -473,3 +473,39 @@ def test_a_huge_record_is_shown_in_part(bench, tmp_path) -> None:
     assert f"and {60 - MAX_TURNS} more turn(s)" in html
     assert "1,000,000 characters in all" in html and "q" * (MAX_TURN_CHARS + 1) not in html
     assert len(html) < 1_000_000
+
+
+@pytest.mark.parametrize(
+    ("settings", "said"),
+    [
+        (
+            {
+                "method": "curvature",
+                "audit": {"method": "exact", "n": 128, "spearman": 0.962, "top20_overlap": 0.88},
+            },  # fmt: skip
+            "Audit: 128 random candidates scored again with exact agree with curvature's "
+            "ranking to Spearman ρ 0.962, top-20% overlap 88.0%.</p>",
+        ),
+        (
+            {
+                "method": "curvature",
+                "audit": {"method": "exact", "n": 200, "spearman": 0.71, "top20_overlap": 0.5},
+            },  # fmt: skip
+            "That is under 0.9: the ranking is not exact's",
+        ),
+        ({"method": "first-order"}, "has no audit against exact"),
+        ({"method": "exact"}, None),  # the definition needs no audit
+    ],
+)
+def test_the_summary_states_the_audit_or_its_absence(bench, tmp_path, settings, said) -> None:
+    ids = pool_ids(bench)
+    scores = write_scores(
+        tmp_path / "s.parquet", {"id": ids, "utility": np.linspace(-1, 1, len(ids))}, settings
+    )
+    run = run_cli("report", scores, "--candidates", bench.pool, "--out", tmp_path / "r")
+    assert run.rc == 0, run.err
+    html = " ".join((tmp_path / "r" / "report.html").read_text().split())
+    if said is None:
+        assert "Audit:" not in html and "no audit" not in html
+    else:
+        assert said in html

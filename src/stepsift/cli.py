@@ -55,6 +55,15 @@ def add_score_parser(sub: argparse._SubParsersAction) -> None:
         help="projection size for --method less",
     )
     p.add_argument(
+        "--audit",
+        type=int,
+        default=ScoreSettings.audit,
+        metavar="N",
+        help="with a method other than exact: also score N random candidates exactly and "
+        "record how well the method's ranking agrees (Spearman ρ, top-20%% overlap) in the "
+        "score file; default the larger of 128 and 1%% of the pool; 0: off",
+    )
+    p.add_argument(
         "--anchor-folds",
         type=int,
         default=ScoreSettings.anchor_folds,
@@ -217,6 +226,7 @@ def run_score(args: argparse.Namespace) -> int:
         method=args.method,
         params=args.params,
         less_dim=args.less_dim,
+        audit=args.audit,
         anchor_folds=args.anchor_folds,
         anchor_group_field=args.anchor_group_field,
         sketch_dim=args.sketch_dim,

@@ -320,11 +320,9 @@ def prepare_level(cfg: BenchConfig, noise: float) -> NoiseLevel:
         progress=cfg.progress,
     )
     log(f"noise {noise:.0%}: OST scores of {cfg.pool_size} candidates ({cfg.estimator})")
-    ost = ost_scores(recipe, cfg.estimator)
-    checked = None
-    if cfg.audit and cfg.estimator != "exact":
-        log(f"noise {noise:.0%}: auditing {cfg.estimator} against exact on {cfg.audit}")
-        checked = audit(recipe, cfg.estimator, cfg.audit)
+    ost = ost_scores(recipe, cfg.estimator, cfg.audit)
+    checked = audit(recipe, cfg.estimator) if cfg.audit and cfg.estimator != "exact" else None
+    if checked:
         log(
             f"audit: Spearman {checked['spearman']:.3f}, top-20% overlap "
             f"{checked['top20_overlap']:.2f} (n={checked['n']})"

@@ -6,9 +6,10 @@ exact audit of OST's estimator.
             of the pool; the warmed-up proxy is saved beside the scores
     less    the pool scored with `--method less` (LESS's Adam-aware cosine to the anchors'
             gradients), a run of its own with the same start and warm-up recipe
-    audit   a seeded random sample of the pool scored with `exact` on OST's saved proxy:
-            Spearman's rho and the top-20% overlap of the estimator against the method's
-            definition, printed in results.md
+    audit   what the OST run's score file records of its self-audit (a seeded random
+            sample scored again with `exact`, engine/audit.py): Spearman's rho and the
+            top-20% overlap of the estimator against the method's definition, printed in
+            results.md
 
 Each run's summary is cached as JSON beside its scores, so a rerun reads it back.
 """
@@ -21,13 +22,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-from scipy.stats import spearmanr
 
 from stepsift.data.atomic import atomic_write_text
 from stepsift.engine.scoring import ScoreSettings, score
-from stepsift.engine.store import read_scores
+from stepsift.engine.store import read_settings
 from stepsift.proxy.loading import load_saved_proxy
 from stepsift.proxy.warmup import WarmupSettings
 
@@ -88,71 +87,34 @@ def _pool_scores(recipe: ScoreRecipe, name: str, proxy_dir: str, **method) -> Sc
     return _score_cost(recipe, recipe.folder / name, settings)
 
 
-def ost_scores(recipe: ScoreRecipe, estimator: str) -> ScoreCost:
-    """`folder/scores.parquet`, and the warmed-up proxy in `folder/proxy`."""
-    return _pool_scores(recipe, "scores.parquet", "proxy", method=estimator)
+def ost_scores(recipe: ScoreRecipe, estimator: str, audit_n: int) -> ScoreCost:
+    """`folder/scores.parquet`, and the warmed-up proxy in `folder/proxy`; a fast estimator
+    also scores `audit_n` random candidates exactly (its score file's audit)."""
+    return _pool_scores(recipe, "scores.parquet", "proxy", method=estimator, audit=audit_n)
 
 
 def less_scores(recipe: ScoreRecipe, dim: int) -> ScoreCost:
     """`folder/less.parquet`: LESS's scores from a score run of its own."""
-    return _pool_scores(recipe, "less.parquet", "less-proxy", method="less", less_dim=dim)
+    # no audit: LESS's score is a cosine, not the loss drop exact measures
+    return _pool_scores(
+        recipe, "less.parquet", "less-proxy", method="less", less_dim=dim, audit=0
+    )
 
 
-def audit_ids(pool: Path, n: int, seed: int) -> list[int]:
-    """Line indices of `n` pool records drawn uniformly (seeded), in file order."""
-    lines = sum(1 for line in pool.open(encoding="utf-8") if line.strip())
-    n = min(n, lines)
-    return sorted(np.random.default_rng([seed, 11]).choice(lines, n, replace=False).tolist())
-
-
-def write_audit_pool(pool: Path, out: Path, picks: list[int]) -> None:
-    """The picked lines of `pool`, verbatim, into `out` in the same folder (so relative image
-    paths still resolve)."""
-    wanted = set(picks)
-    kept = []
-    for i, line in enumerate(line for line in pool.open(encoding="utf-8") if line.strip()):
-        if i in wanted:
-            kept.append(line if line.endswith("\n") else line + "\n")
-    atomic_write_text(out, "".join(kept))
-
-
-def top_overlap(a: np.ndarray, b: np.ndarray, fraction: float = 0.2) -> float:
-    """|top-k of a ∩ top-k of b| / k, k = max(1, round(fraction * n))."""
-    k = max(1, round(fraction * len(a)))
-    top_a = set(np.argsort(-a, kind="stable")[:k].tolist())
-    top_b = set(np.argsort(-b, kind="stable")[:k].tolist())
-    return len(top_a & top_b) / k
-
-
-def audit(recipe: ScoreRecipe, estimator: str, n: int) -> dict:
-    """Score `n` random candidates with `exact` on OST's saved (warmed-up) proxy and compare
-    with the estimator's scores of the same candidates. Cached in `folder/audit.json`."""
-
-    def run() -> dict:
-        audit_pool = recipe.pool.with_name("audit-pool.jsonl")
-        write_audit_pool(recipe.pool, audit_pool, audit_ids(recipe.pool, n, recipe.seed))
-        settings = ScoreSettings(
-            proxy=str(recipe.folder / "proxy"),
-            method="exact",
-            seed=recipe.seed,
-            progress=recipe.progress,
-        )
-        out = recipe.folder / "audit-exact.parquet"
-        summary = score(audit_pool, recipe.anchors, out, settings)
-        exact = read_scores(out).to_pydict()
-        estimated = read_scores(recipe.folder / "scores.parquet").to_pydict()
-        by_id = dict(zip(estimated["id"], estimated["utility"], strict=True))
-        ex = np.asarray(exact["utility"], dtype=float)
-        est = np.asarray([by_id[i] for i in exact["id"]], dtype=float)
-        return {
-            "estimator": estimator,
-            "n": len(ex),
-            "spearman": float(spearmanr(est, ex).statistic),
-            "top20_overlap": top_overlap(est, ex),
-            "exact_seconds": summary.seconds,
-        }
-
-    return cached_json(recipe.folder / "audit.json", run)
+def audit(recipe: ScoreRecipe, estimator: str) -> dict | None:
+    """The estimator against exact on a random sample of the pool: the audit every fast
+    `stepsift score` run writes into its score file (engine/audit.py). None for a score
+    file written without one (an older run adopted from the cache)."""
+    recorded = read_settings(recipe.folder / "scores.parquet").get("audit")
+    if not recorded:
+        return None
+    return {
+        "estimator": estimator,
+        "n": recorded["n"],
+        "spearman": recorded["spearman"],
+        "top20_overlap": recorded["top20_overlap"],
+        "exact_seconds": recorded.get("seconds", 0.0),
+    }
 
 
 def loss_pass_seconds(folder: Path, pool: list, batch_size: int = 16) -> float:

@@ -13,7 +13,7 @@ import shutil
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,14 @@ from tqdm import tqdm
 
 from stepsift.data import DataValidationError, Problem, Record, read_records, write_rejected
 from stepsift.data.index import LazyRecords, RecordIndex, index_records, text_size
+from stepsift.engine.audit import (
+    AUDIT_METHOD,
+    AUDIT_WARN_BELOW,
+    audit_positions,
+    audit_size,
+    compare,
+    score_audit,
+)
 from stepsift.engine.scorer import Scorer
 from stepsift.engine.shards import Shard, publish_or_adopt, shared_proxy_dir
 from stepsift.engine.store import (
@@ -69,6 +77,9 @@ class ScoreSettings:
     method: str = "exact"
     params: str = "all"  # which parameters the simulated step moves: all | lora | REGEX
     less_dim: int = LESS_DIM  # projection size, for --method less only
+    # candidates a non-exact method also scores with exact, to measure itself on this run
+    # (engine/audit.py); None: the larger of 128 and 1% of the pool; 0: no audit
+    audit: int | None = None
     # optional score columns (engine/store.py): K anchor folds (0: none), the anchors'
     # group field, and the gradient sketch's size D (0: none)
     anchor_folds: int = DEFAULT_FOLDS
@@ -108,6 +119,7 @@ class ScoreSummary:
     warmup: WarmupReport | None
     seconds: float
     settings: dict
+    audit: dict | None = None  # the fast estimator against exact (engine/audit.py)
 
     def lines(self) -> list[str]:
         out = [f"scored {self.scored} candidates -> {self.out} ({self.seconds:.1f}s)"]
@@ -126,12 +138,68 @@ class ScoreSummary:
                 "that is a near sign-step, which ranked worse than chance in "
                 "benchmarks/RESULTS.md; consider --optimizer sgd or a warm-up"
             )
+        out += audit_lines(self.audit)
         out.append(f"harmful (utility < {self.settings['harmful_below']}): {self.harmful}")
         if self.truncated:
             out.append(f"truncated at the proxy's max length: {self.truncated}")
         if self.rejected:
             out.append(f"rejected as invalid: {self.rejected} -> {self.rejected_path}")
         return out
+
+
+def audit_lines(audit: dict | None) -> list[str]:
+    """What the run prints of its audit, with a warning when ρ is under the bar."""
+    if not audit:
+        return []
+    line = (
+        f"audit: {audit['n']} random candidates scored again with {audit['method']}: "
+        f"Spearman ρ {audit['spearman']:.3f}, top-20% overlap {audit['top20_overlap']:.2f}"
+    )
+    if not audit["spearman"] >= AUDIT_WARN_BELOW:  # NaN (too few audited) warns too
+        return [line, (
+            f"warning: the estimator's ranking agrees with exact to ρ {audit['spearman']:.3f} "
+            f"< {AUDIT_WARN_BELOW} on this run; consider --method exact, or a smaller --lr"
+        )]  # fmt: skip
+    return [line]
+
+
+def run_audit(
+    settings: ScoreSettings,
+    proxy: Proxy,
+    anchor_records: list[Record],
+    pool: RecordIndex,
+    batches: Sequence[np.ndarray],
+    store: PartStore,
+    rows: ScoreRows,
+) -> dict | None:
+    """Score the audit sample of this run's batches with exact and compare (engine/audit.py).
+    Its parts live in the run's parts folder, so an interrupted audit resumes."""
+    n = audit_size(settings.audit, len(pool))
+    if settings.method == AUDIT_METHOD or n == 0:
+        return None
+    picked = np.zeros(len(pool), dtype=bool)
+    picked[audit_positions(len(pool), n, settings.seed)] = True
+    # the sampled positions in this run's (shard's) batches, in the batches' length order
+    mine = np.concatenate(list(batches)) if len(batches) else np.zeros(0, dtype=np.int64)
+    wanted = mine[picked[mine]]
+    size = settings.batch_size
+    audit_batches = [wanted[s : s + size] for s in range(0, len(wanted), size)]
+    audit_store = PartStore(store.dir / "audit.parquet")
+    audit_store.open(f"audit:{n}", overwrite=True)
+    todo = remaining(audit_batches, pool, audit_store.done().id)
+    exact_settings = replace(settings, method=AUDIT_METHOD, sketch_dim=0, anchor_folds=0)
+    scorer = Scorer.build(proxy, anchor_records, exact_settings) if todo else None
+    bar = tqdm(total=len(wanted), initial=len(wanted) - sum(len(b) for b in todo),
+               desc="audit", unit="sample", disable=not settings.progress,
+               file=sys.stderr, dynamic_ncols=True)  # fmt: skip
+    try:
+        audited, seconds = score_audit(
+            audit_store, todo, lambda b: scorer(pool.load(b)), settings.flush_seconds, bar.update
+        )
+    finally:
+        bar.close()
+    sample = {"requested": settings.audit, "pool_sample": n, "seed": settings.seed}
+    return compare(audited.id, audited.utility, rows, seconds=seconds, sample=sample)
 
 
 def rejected_path_for(out: Path) -> Path:
@@ -376,6 +444,7 @@ def score(candidates: Path, anchors: Path, out: Path, settings: ScoreSettings) -
         ).facts()
     rows = store.done()  # read the parts once: checked, then merged
     check_finite(rows, candidates)
+    audit = run_audit(settings, proxy, anchor_records, pool, batches, store, rows)
 
     recorded = {
         **decisive,
@@ -387,6 +456,7 @@ def score(candidates: Path, anchors: Path, out: Path, settings: ScoreSettings) -
         DIGEST_KEY: file_digest(candidates),
         REJECTED_KEY: len({(p.file, p.line) for p in problems}),
         **about,
+        **({"audit": audit} if audit else {}),
     }
     if shard:
         recorded |= {"shard": str(shard), "shard_candidates": sum(len(b) for b in batches)}
@@ -401,6 +471,7 @@ def score(candidates: Path, anchors: Path, out: Path, settings: ScoreSettings) -
         harmful=sum(u < settings.harmful_below for u in rows.utility),
         base_anchor_loss=about["base_anchor_loss"],
         warmup=warmup_report,
+        audit=audit,
         seconds=time.perf_counter() - start,
         settings=recorded,
     )
@@ -430,6 +501,7 @@ def finished_summary(out: Path, recorded: dict, problems: list[Problem], start: 
         harmful=sum(table["harmful"]),
         base_anchor_loss=recorded["base_anchor_loss"],
         warmup=None,
+        audit=recorded.get("audit"),
         seconds=time.perf_counter() - start,
         settings=recorded,
     )

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from stepsift.engine.audit import merge_audits
 from stepsift.engine.store import (
     ScoreRows,
     columns_of,
@@ -102,10 +103,12 @@ def merge(out: Path) -> tuple[int, int]:
             f"{out}: shard(s) {', '.join(map(str, missing))} of {n} have no finished file "
             f"(e.g. {shard_path(out, missing[0], n).name}); run them (again) to finish"
         )
-    rows, settings, seen = ScoreRows(), None, {}
+    rows, settings, seen, audits = ScoreRows(), None, {}, []
     for i in range(n):
         path = found[(i, n)]
         recorded = read_settings(path)
+        if recorded.get("audit"):
+            audits.append(recorded["audit"])
         run = recorded.get("run_fingerprint")
         if settings is None:
             settings = recorded
@@ -130,5 +133,7 @@ def merge(out: Path) -> tuple[int, int]:
         )
     merged = {k: v for k, v in settings.items() if k not in ("shard", "shard_candidates")}
     merged["merged_shards"] = n
+    if audits:  # each shard audited its part of one sample: compare them together
+        merged["audit"] = merge_audits(audits, rows)
     write_scores(rows, out, settings["harmful_below"], merged)
     return len(rows), n

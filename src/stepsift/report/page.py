@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from stepsift.data import Record
+from stepsift.engine.audit import AUDIT_WARN_BELOW
 from stepsift.report.analysis import AnchorReliability, Budget, GroupRow
 from stepsift.report.embed import Embedded, png_uri
 from stepsift.report.gather import ReportData
@@ -159,6 +160,36 @@ def _summary(p: PageInput) -> str:
         f"<p>Score file <code>{e(d.path)}</code>, candidates <code>{e(p.candidates)}</code>: "
         + ", ".join(parts)
         + ".</p>"
+        + _audit(s)
+    )
+
+
+def _audit(s: dict) -> str:
+    """How far a fast method's ranking is from exact's on this run (engine/audit.py)."""
+    method = s.get("method", "exact")
+    audit = s.get("audit")
+    if method == "exact":
+        return ""
+    if not audit:
+        return (
+            f'<p class="warning">Method {e(method)} is an approximation and this file has no '
+            "audit against exact (scored with <code>--audit 0</code>, or by an older "
+            "stepsift): how faithfully it ranks on this data is unknown.</p>"
+        )
+    rho = audit["spearman"]
+    cls = "" if rho >= AUDIT_WARN_BELOW else ' class="warning"'
+    verdict = (
+        ""
+        if rho >= AUDIT_WARN_BELOW
+        else (
+            f" That is under {AUDIT_WARN_BELOW}: the ranking is not exact's; "
+            "consider <code>--method exact</code>."
+        )
+    )
+    return (
+        f"<p{cls}>Audit: {audit['n']:,} random candidates scored again with "
+        f"{e(audit['method'])} agree with {e(method)}'s ranking to Spearman ρ {rho:.3f}, "
+        f"top-20% overlap {pct(audit['top20_overlap'])}.{verdict}</p>"
     )
 
 
