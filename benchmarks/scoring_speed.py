@@ -46,8 +46,10 @@ from stepsift.utility.steps import SGDStep, StepRule, make_step_rule
 
 try:
     from peers import PEER_NAMES, available_peers  # run as a script: its folder is on sys.path
+    from tov import ToVStyle
 except ImportError:  # imported as a module from the repository root
     from benchmarks.peers import PEER_NAMES, available_peers
+    from benchmarks.tov import ToVStyle
 
 ETAS = (1e-3, 1e-2, 1e-1)
 # each estimator with its defaults (as `--method` gives it), plus cheaper settings
@@ -59,6 +61,7 @@ VARIANTS: dict[str, Callable[[Proxy, Batch, StepRule], UtilityEstimator]] = {
     "curvature r=16": partial(CurvatureUtility, rank=16),
     "less": LessScore,
     "less d=1024": partial(LessScore, dim=1024),
+    "ToV-style": ToVStyle,  # benchmarks/tov.py: the anchors' step once, then forwards
 }
 # peer libraries' scores (benchmarks/peers.py), where the library is installed
 PEERS = available_peers()
@@ -83,6 +86,29 @@ def floors(proxy: BuiltinProxy) -> dict[str, Callable[[Batch], object]]:
         return torch.autograd.grad(loss, list(params.values()))
 
     return {"forward": forward, "train step": train_step}
+
+
+def warmed_setup(
+    pool_size: int, candidates: int, batch_size: int, out: Path, device: torch.device
+) -> tuple[BuiltinProxy, list[Batch], Batch]:
+    """The benchmark pool (generated once), the built-in proxy warmed up on it (saved
+    once), and a seeded sample of candidates cut into length-sorted batches."""
+    data = out / f"data-{pool_size}"
+    if not (data / "anchors.jsonl").is_file():  # generated once: generation's memory peak
+        write_benchmark(data, n_pool=pool_size, n_anchors=100, n_test=10)  # spoils the probes
+    pool = read_records(data / "pool.jsonl").records
+    anchors = read_records(data / "anchors.jsonl").records
+    proxy_dir = out / f"proxy-{pool_size}"
+    if (proxy_dir / "proxy.json").is_file():
+        proxy = BuiltinProxy.load(proxy_dir)
+    else:
+        proxy = BuiltinProxy(seed=0)
+        warm_up(proxy, pool, WarmupSettings(seed=0), progress=False)
+        proxy.save(proxy_dir)
+    proxy.model.to(device)
+    sample = length_sorted(random.Random(0).sample(pool, min(candidates, len(pool))))
+    batches = [proxy.collate(sample[s : s + batch_size]) for s in range(0, len(sample), batch_size)]
+    return proxy, batches, proxy.collate(anchors)
 
 
 def time_methods(
@@ -149,25 +175,10 @@ def main() -> None:
     device = torch.device(args.device)
     methods = args.methods.split(",")
 
-    data = args.out / f"data-{args.pool}"
-    if not (data / "anchors.jsonl").is_file():  # generated once: generation's memory peak
-        write_benchmark(data, n_pool=args.pool, n_anchors=100, n_test=10)  # spoils the probes
-    pool = read_records(data / "pool.jsonl").records
-    anchors = read_records(data / "anchors.jsonl").records
-    proxy_dir = args.out / f"proxy-{args.pool}"
-    if (proxy_dir / "proxy.json").is_file():
-        proxy = BuiltinProxy.load(proxy_dir)
-    else:
-        proxy = BuiltinProxy(seed=0)
-        warm_up(proxy, pool, WarmupSettings(seed=0), progress=False)
-        proxy.save(proxy_dir)
-    proxy.model.to(device)
-    sample = length_sorted(random.Random(0).sample(pool, min(args.candidates, len(pool))))
-    batches = [
-        proxy.collate(sample[s : s + args.batch_size])
-        for s in range(0, len(sample), args.batch_size)
-    ]
-    anchor_batch = proxy.collate(anchors)
+    proxy, batches, anchor_batch = warmed_setup(
+        args.pool, args.candidates, args.batch_size, args.out, device
+    )
+    n_candidates = sum(len(b) for b in batches)
     n_params = sum(p.numel() for p in proxy.model.parameters())
     rules: dict[str, StepRule] = {f"sgd {eta:g}": SGDStep(eta) for eta in ETAS}
     rules["adam (default)"] = make_step_rule("adam", None, proxy, 0.0)
@@ -179,7 +190,7 @@ def main() -> None:
             timed[name] = VARIANTS[name](proxy, anchor_batch, default_rule)
         probe(name, timed, batches, device)
         return
-    print(f"proxy: {n_params:,} parameters; {len(sample)} candidates; {len(anchors)} anchors")
+    print(f"proxy: {n_params:,} parameters; {n_candidates} candidates; {len(anchor_batch)} anchors")
     for name in PEER_NAMES:
         if name not in PEERS:
             print(f"{name}: skipped, its library is not installed (pip install stepsift[peers])")
@@ -245,7 +256,7 @@ def main() -> None:
             "top20_overlap_vs_exact": per_rule(agreement, "top20"),
             "peak_mb": peak_mb,
             "setup_seconds": setup_seconds,
-            "candidates": len(sample),
+            "candidates": n_candidates,
             "parameters": n_params,
             "device": str(device),
             "threads": torch.get_num_threads(),
