@@ -59,6 +59,8 @@ VARIANTS: dict[str, Callable[[Proxy, Batch, StepRule], UtilityEstimator]] = {
     "curvature": CurvatureUtility,
     "curvature K=4": partial(CurvatureUtility, label_draws=4),
     "curvature r=16": partial(CurvatureUtility, rank=16),
+    # the GGN sketch streamed through a frequent-directions buffer (bounded set-up memory)
+    "curvature FD": partial(CurvatureUtility, streaming=True),
     "less": LessScore,
     "less d=1024": partial(LessScore, dim=1024),
     "ToV-style": ToVStyle,  # benchmarks/tov.py: the anchors' step once, then forwards

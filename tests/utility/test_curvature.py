@@ -179,3 +179,27 @@ def test_views_that_would_not_fit_the_memory_cap_are_left_out(proxy, candidates,
     got = est(proxy.collate(candidates))
     assert got.group_utility is None and got.fold_utility is None
     assert torch.all(torch.isfinite(got.utility))
+
+
+def test_streamed_sketch_bounds_its_error_by_frequent_directions(
+    proxy, candidates, anchors
+) -> None:
+    """The streamed (frequent-directions) rank-r sketch never overstates the full sketch's
+    quadratic form, and understates it by at most ‖S‖_F² ‖δ‖² (1/(2r+1) + 1/(r+1)): the
+    frequent-directions shrinks of the 2r-row buffer, then the cut to r directions. With
+    chunk 1 the buffer really is shrunk as the rows arrive."""
+    params = proxy.step_parameters()
+    full = GGNSketch(proxy, proxy.collate(anchors), params, label_draws=8, seed=3)
+    streamed = GGNSketch(
+        proxy, proxy.collate(anchors), params, label_draws=8, seed=3, chunk=1, rank=3,
+        streaming=True,
+    )  # fmt: skip
+    assert streamed.streamed and streamed.size == 3 and streamed.shrunk > 0
+    deltas = candidate_deltas(proxy, candidates, 1.0)
+    exact = full.quadratic(deltas).numpy()
+    got = streamed.quadratic(deltas).numpy()
+    frob = sum(float((v.double() ** 2).sum()) for v in full.vectors.values())
+    norms = sum((d.reshape(5, -1).double() ** 2).sum(1) for d in deltas.values()).numpy()
+    assert np.all(got <= exact * (1 + 1e-9))
+    assert np.all(exact - got <= frob * norms * (1 / 7 + 1 / 4))
+    assert 0 < streamed.trace_kept < 1

@@ -96,9 +96,7 @@ def ost_scores(recipe: ScoreRecipe, estimator: str, audit_n: int) -> ScoreCost:
 def less_scores(recipe: ScoreRecipe, dim: int) -> ScoreCost:
     """`folder/less.parquet`: LESS's scores from a score run of its own."""
     # no audit: LESS's score is a cosine, not the loss drop exact measures
-    return _pool_scores(
-        recipe, "less.parquet", "less-proxy", method="less", less_dim=dim, audit=0
-    )
+    return _pool_scores(recipe, "less.parquet", "less-proxy", method="less", less_dim=dim, audit=0)
 
 
 def audit(recipe: ScoreRecipe, estimator: str) -> dict | None:

@@ -71,6 +71,7 @@ class CurvatureUtility:
         sketch_seed: int = 0,
         state: dict | None = None,
         views: AnchorViews | None = None,
+        streaming: bool = False,
     ):
         self.proxy, self.step_rule = proxy, step_rule
         self.params = proxy.step_parameters()
@@ -106,8 +107,9 @@ class CurvatureUtility:
         self.shared, self.anchor_grad = expansion.shared, expansion.anchor_grad
         self.base_anchor_loss, self.offset = expansion.base_loss, expansion.offset
         self.sketch = GGNSketch(
-            proxy, anchors, expansion.center, label_draws, max_bytes, seed, rank=rank
-        )
+            proxy, anchors, expansion.center, label_draws, max_bytes, seed, rank=rank,
+            streaming=streaming,
+        )  # fmt: skip
         if self.views is not None:
             self.view_curvature = ViewCurvature(
                 proxy, anchors, self.views, step_rule, rank, label_draws, max_bytes, seed
@@ -151,6 +153,7 @@ class CurvatureUtility:
             "ggn_sketch_size": self.sketch.size,
             "ggn_sketch_hashed": self.sketch.hashed,
             "ggn_trace_kept": round(self.sketch.trace_kept, 4),
+            **({"ggn_streamed": True} if getattr(self.sketch, "streamed", False) else {}),
             **(
                 {"ggn_view_directions": self.view_curvature.n_directions}
                 if self.view_curvature
