@@ -67,6 +67,15 @@ class Proxy(ABC):
     adam_state: dict[str, dict[str, Tensor | int]]
     # whether per-sample gradients may vmap over the batch (else a loop over samples)
     vmap_over_samples: bool = True
+    # how per-sample gradients are taken (utility/gradients.py): "auto" (vmap where
+    # allowed, else read off one batched backward where the layers allow, else a loop),
+    # "read-off" (read off even where vmap works), "loop" (never read off)
+    per_sample_mode: str = "auto"
+
+    def rows_are_samples(self, tensors: Mapping[str, Tensor]) -> bool:
+        """Whether every layer sees this batch with its samples as the leading dim (so
+        per-sample gradients can be read off the layers' calls)."""
+        return True
 
     @abstractmethod
     def collate(self, records: Sequence[Record]) -> Batch:

@@ -204,6 +204,13 @@ class HFProxy(Proxy):
                 inputs[name] = torch.cat([tensors[name][i, :c] for i, c in enumerate(counts) if c])
         return inputs
 
+    def rows_are_samples(self, tensors: Mapping[str, Tensor]) -> bool:
+        """Text batches only: a vision tower sees the batch's images (or patches) joined
+        along its leading dim, and checkpointing re-runs the layers during backward."""
+        if self.options.gradient_checkpointing:
+            return False
+        return not any(k.endswith(ROWS) and int(v.sum()) > 0 for k, v in tensors.items())
+
     # -- losses ----------------------------------------------------------------
     def _call(self, params: Mapping[str, Tensor], tensors: Mapping[str, Tensor], hidden: bool):
         if self.options.gradient_checkpointing:

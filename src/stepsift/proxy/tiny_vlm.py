@@ -116,7 +116,10 @@ class TinyVLM(nn.Module):
         """Logits over the text positions only: (B, T_text, vocab)."""
         img = self.image_encoder(images) * has_image.to(images.dtype)[:, None, None]
         x = torch.cat([img, self.token_emb(input_ids)], dim=1)
-        x = x + self.pos_emb.weight[: x.shape[1]]
+        # through the module, one row per sample: per-sample gradients are read off its
+        # calls (utility/layer_taps.py); the values are those of weight[:t]
+        positions = torch.arange(x.shape[1], device=x.device).expand(x.shape[0], -1)
+        x = x + self.pos_emb(positions)
         for block in self.blocks:
             x = block(x)
         x = self.ln_f(x[:, img.shape[1] :])

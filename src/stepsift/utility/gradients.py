@@ -1,5 +1,16 @@
-"""Per-sample gradients of the candidates' own losses, vectorised over the batch where
-the proxy allows it."""
+"""Per-sample gradients of the candidates' own losses.
+
+Vectorised over the batch (vmap) where the proxy allows it (the built-in proxy); else
+read off the layers of one batched backward pass where its parameters allow it
+(`layer_taps.py`: linear, embedding, convolution and layer-norm weights, e.g. LoRA
+adapters on an HF proxy); else a loop of backward passes.
+
+vmap comes first because it was as fast as the read-off where both work
+(benchmarks/per_sample_grads.py) and its values do not depend on which samples share a
+batch (the read-off's float32 sums do, at the 1e-7 level, through the padded length).
+`proxy.per_sample_mode`: "auto" (that order), "read-off" (read off even where vmap
+works), "loop" (never read off).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +21,9 @@ from torch import Tensor
 from torch.func import grad_and_value, vmap
 
 from stepsift.proxy.base import Params, Proxy
+from stepsift.utility.layer_taps import NotReadable, TapPlan, tapped_grads
+
+MODES = ("auto", "read-off", "loop")
 
 
 def single(tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -21,6 +35,50 @@ def per_sample_grads(
     proxy: Proxy, params: Params, tensors: Mapping[str, Tensor]
 ) -> tuple[Params, Tensor]:
     """Each sample's gradient (every tensor gains a leading sample dim) and its loss."""
+    plan = tap_plan(proxy, params)
+    if plan is not None and proxy.rows_are_samples(tensors):
+        n = next(iter(tensors.values())).shape[0]
+        try:
+            return tapped_grads(
+                proxy.model, plan, lambda p: proxy.per_sample_loss(p, tensors), params, n
+            )
+        except NotReadable as e:
+            if not plan.checked:  # the first batch failed its check: never again
+                proxy._tap_plans[tuple(params)] = None
+                proxy.per_sample_fallback = str(e)
+    return looped_grads(proxy, params, tensors)
+
+
+def tap_plan(proxy: Proxy, params: Params) -> TapPlan | None:
+    """The proxy's read-off plan for these parameters, built once (None: not readable)."""
+    mode = getattr(proxy, "per_sample_mode", "auto")
+    if mode not in MODES:
+        raise ValueError(f"unknown per_sample_mode {mode!r}; choose one of {MODES}")
+    if mode == "loop" or (mode == "auto" and proxy.vmap_over_samples):
+        return None
+    plans = proxy.__dict__.setdefault("_tap_plans", {})
+    key = tuple(params)
+    if key not in plans:
+        try:
+            plans[key] = TapPlan.build(proxy.model, list(params))
+        except NotReadable as e:
+            plans[key] = None
+            proxy.per_sample_fallback = str(e)
+    return plans[key]
+
+
+def per_sample_method(proxy: Proxy, params: Params) -> str:
+    """How `per_sample_grads` gets this proxy's gradients, for the score file's metadata."""
+    plan = tap_plan(proxy, params)
+    if plan is not None:
+        return "layer read-off"
+    return "vmap" if proxy.vmap_over_samples else "loop"
+
+
+def looped_grads(
+    proxy: Proxy, params: Params, tensors: Mapping[str, Tensor]
+) -> tuple[Params, Tensor]:
+    """Per-sample gradients by vmap over the batch, or a loop of backward passes."""
 
     def loss_one(p: Params, one: Mapping[str, Tensor]) -> Tensor:
         return proxy.per_sample_loss(p, single(one))[0]

@@ -1,0 +1,198 @@
+"""Per-sample gradients from one batched backward pass, read off the layers themselves.
+
+A layer's weight gradient for one sample is built from two things the batch pass already
+has: the layer's input at that sample's positions, a_t, and the gradient of the sample's
+loss with respect to the layer's output there, b_t ("ghost" terms, as in GREATS, LoGra
+and Opacus). For y_t = W a_t + c:
+
+    ∂ℓ_i/∂W = Σ_t b_t a_tᵀ        ∂ℓ_i/∂c = Σ_t b_t
+
+an embedding scatters b_t into the rows of its ids, a convolution is the linear case on
+its unfolded patches, and a layer norm's weight collects Σ_t b_t ⊙ x̂_t. Samples in a
+padded batch do not interact, so the gradient of Σ_i ℓ_i with respect to a layer's output
+at sample i's rows is exactly ∂ℓ_i/∂y: one forward and one backward of the whole batch
+give every sample's gradient, where the loop (or vmap) of `gradients.py` runs a backward
+per sample. `ghost_sq_norms` gives ‖∂ℓ_i/∂W‖² of a linear layer without forming the
+per-sample gradient at all, from the token Gram matrices (a_t·a_s)(b_t·b_s).
+
+The read-off is only right when every use of a parameter goes through a call of its
+module with the sample as the leading dimension. `TapPlan` refuses modules it cannot
+read (and parameters it cannot find a module for); the first batch is also checked: the
+per-sample gradients must sum to the batch gradient, which fails when a parameter is
+also used outside its module (a tied output head applied with F.linear, a positional
+table sliced by hand), and then the caller falls back to the per-sample loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from stepsift.proxy.base import Params
+
+# modules whose per-sample weight gradients are read off here, and the attributes read
+READABLE: dict[type, tuple[str, ...]] = {
+    nn.Linear: ("weight", "bias"),
+    nn.Embedding: ("weight",),
+    nn.Conv2d: ("weight", "bias"),
+    nn.LayerNorm: ("weight", "bias"),
+}
+# relative tolerance of the first batch's check (float32 sums of a few thousand terms)
+CHECK_RTOL = {torch.float64: 1e-8, torch.float32: 2e-3}
+
+
+class NotReadable(ValueError):
+    """The batch's per-sample gradients cannot be read off its layers; use the loop."""
+
+
+def readable(module: nn.Module) -> str | None:
+    """Why `module` cannot be read off (None when it can)."""
+    kind = type(module)
+    if kind not in READABLE:
+        return f"{kind.__name__} is not one of {', '.join(k.__name__ for k in READABLE)}"
+    if isinstance(module, nn.Embedding) and (module.max_norm is not None or module.sparse):
+        return "an embedding with max_norm or sparse gradients"
+    if isinstance(module, nn.Conv2d) and (
+        module.groups != 1 or isinstance(module.padding, str) or module.padding_mode != "zeros"
+    ):
+        return "a grouped, string-padded or non-zero-padded convolution"
+    return None
+
+
+@dataclass
+class TapPlan:
+    """Which module (and attribute) holds each step parameter."""
+
+    owners: dict[str, tuple[nn.Module, str]]
+    checked: bool = False
+
+    @classmethod
+    def build(cls, model: nn.Module, names: list[str]) -> TapPlan:
+        holders: dict[int, list[tuple[nn.Module, str]]] = {}
+        for module in model.modules():
+            for attr, p in module.named_parameters(recurse=False):
+                holders.setdefault(id(p), []).append((module, attr))
+        named = dict(model.named_parameters())
+        owners = {}
+        for name in names:
+            found = holders.get(id(named[name])) if name in named else None
+            if not found:
+                raise NotReadable(f"parameter {name} has no module")
+            if len(found) > 1:  # tied weights: two modules, two reads; not handled
+                raise NotReadable(f"parameter {name} is shared by {len(found)} modules")
+            module, attr = found[0]
+            why = readable(module)
+            if why:
+                raise NotReadable(f"parameter {name}: {why}")
+            owners[name] = (module, attr)
+        return cls(owners)
+
+
+@dataclass
+class _Calls:
+    inputs: list[Tensor] = field(default_factory=list)
+    outputs: list[Tensor] = field(default_factory=list)
+
+
+def tapped_grads(
+    model: nn.Module,
+    plan: TapPlan,
+    loss_fn: Callable[[Params], Tensor],
+    params: Params,
+    n_samples: int,
+) -> tuple[Params, Tensor]:
+    """Every sample's gradient of `loss_fn(params)` (shape (n,)) from one backward pass;
+    raises NotReadable when a module's calls do not have the samples as leading dim."""
+    modules = {id(m): m for m, _ in plan.owners.values()}
+    calls = {key: _Calls() for key in modules}
+
+    def record(module: nn.Module, args: tuple, output: Tensor) -> None:
+        x = args[0]
+        if x.shape[0] != n_samples or output.shape[0] != n_samples:
+            raise NotReadable(f"{type(module).__name__} called on {x.shape[0]} rows")
+        calls[id(module)].inputs.append(x.detach())
+        calls[id(module)].outputs.append(output)
+
+    leaves = {n: p.detach().requires_grad_(True) for n, p in params.items()}
+    handles = [m.register_forward_hook(record) for m in modules.values()]
+    try:
+        with torch.enable_grad():
+            losses = loss_fn(leaves)
+            outputs = [o for c in calls.values() for o in c.outputs]
+            targets = outputs + (list(leaves.values()) if not plan.checked else [])
+            grads = torch.autograd.grad(losses.sum(), targets, allow_unused=True)
+    finally:
+        for h in handles:
+            h.remove()
+    out_grads = iter(grads[: len(outputs)])
+    for c in calls.values():  # an output the loss never reached has gradient zero
+        c.outputs = [
+            g if (g := next(out_grads)) is not None else torch.zeros_like(o) for o in c.outputs
+        ]
+    per_sample: Params = {}
+    for name, (module, attr) in plan.owners.items():
+        c = calls[id(module)]
+        if not c.inputs:
+            raise NotReadable(f"parameter {name}: its module was never called")
+        per_sample[name] = sum(
+            read_off(module, attr, x, g) for x, g in zip(c.inputs, c.outputs, strict=True)
+        )
+    if not plan.checked:
+        check_sums(per_sample, dict(zip(leaves, grads[len(outputs) :], strict=True)))
+        plan.checked = True
+    return per_sample, losses.detach()
+
+
+def check_sums(per_sample: Params, batch: Mapping[str, Tensor | None]) -> None:
+    """Σ_i per-sample gradient must be the batch gradient for every parameter."""
+    for name, g in per_sample.items():
+        want = batch[name]
+        want = torch.zeros_like(g[0]) if want is None else want
+        got = g.sum(0)
+        rtol = CHECK_RTOL.get(got.dtype, 2e-3)
+        scale = want.abs().max().clamp(min=1e-30)
+        if (got - want).abs().max() > rtol * scale + 1e-12:
+            raise NotReadable(f"parameter {name} is used outside its module's calls")
+
+
+def read_off(module: nn.Module, attr: str, x: Tensor, g: Tensor) -> Tensor:
+    """One call's per-sample gradient of `module.attr` from its input x and output grad g."""
+    n = x.shape[0]
+    if isinstance(module, nn.Linear):
+        g2 = g.reshape(n, -1, g.shape[-1])
+        if attr == "bias":
+            return g2.sum(1)
+        return torch.einsum("bto,bti->boi", g2, x.reshape(n, -1, x.shape[-1]))
+    if isinstance(module, nn.Embedding):
+        ids = x.reshape(n, -1)
+        g2 = g.reshape(n, ids.shape[1], -1)
+        if module.padding_idx is not None:  # that row never receives a gradient
+            g2 = g2 * (ids != module.padding_idx).unsqueeze(-1).to(g2.dtype)
+        out = torch.zeros(n, module.num_embeddings, g2.shape[-1], dtype=g2.dtype, device=g.device)
+        return out.scatter_add_(1, ids.unsqueeze(-1).expand(-1, -1, g2.shape[-1]), g2)
+    if isinstance(module, nn.Conv2d):
+        g2 = g.reshape(n, g.shape[1], -1)
+        if attr == "bias":
+            return g2.sum(2)
+        patches = F.unfold(
+            x, module.kernel_size, module.dilation, module.padding, module.stride
+        )  # (n, C·kh·kw, L)
+        return torch.einsum("bol,bkl->bok", g2, patches).reshape(n, *module.weight.shape)
+    if isinstance(module, nn.LayerNorm):
+        g2 = g.reshape(n, -1, *module.normalized_shape)
+        if attr == "bias":
+            return g2.sum(1)
+        x_hat = F.layer_norm(x, module.normalized_shape, None, None, module.eps)
+        return (g2 * x_hat.reshape(g2.shape)).sum(1)
+    raise NotReadable(f"{type(module).__name__}")
+
+
+def ghost_sq_norms(x: Tensor, g: Tensor) -> Tensor:
+    """‖Σ_t g_t x_tᵀ‖² per sample for a linear layer's input x (n, T, i) and output
+    grad g (n, T, o), without forming the (o, i) gradients: Σ_{t,s} (x_t·x_s)(g_t·g_s).
+    Cheaper than the gradient when T² < i·o (short sequences through wide layers)."""
+    return ((x @ x.transpose(1, 2)) * (g @ g.transpose(1, 2))).sum((1, 2))

@@ -1,0 +1,48 @@
+"""On Hugging Face proxies, per-sample gradients of LoRA adapters are read off one
+batched backward (instead of a backward per sample) and equal the loop's; batches with
+images and tied full-parameter steps keep the loop."""
+
+from __future__ import annotations
+
+import torch
+from conftest import math_records
+
+from stepsift.proxy.hf import HFProxy
+from stepsift.proxy.hf_loading import HFOptions
+from stepsift.utility.gradients import looped_grads, per_sample_grads, per_sample_method
+
+
+def assert_same(got: dict, want: dict) -> None:
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=1e-9, atol=1e-12, msg=name)
+
+
+def test_lora_gradients_are_read_off_and_equal_the_loop(hf_models):
+    proxy = HFProxy(str(hf_models["qwen2"]), HFOptions(lora_rank=4, dtype="float64"))
+    proxy.restrict_step("lora")
+    torch.manual_seed(0)
+    with torch.no_grad():  # B starts at zero, which would leave A's gradients zero
+        for name, p in proxy.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, 0.1)
+    params = proxy.step_parameters()
+    tensors = proxy.collate(math_records(5)).tensors
+    got, loss = per_sample_grads(proxy, params, tensors)
+    assert per_sample_method(proxy, params) == "layer read-off"
+    want, want_loss = looped_grads(proxy, params, tensors)
+    assert_same(got, want)
+    torch.testing.assert_close(loss, want_loss, rtol=1e-9, atol=1e-12)
+    assert all(g.abs().sum() > 0 for g in got.values())
+
+
+def test_tied_full_parameters_and_image_batches_keep_the_loop(hf_models, images):
+    proxy = HFProxy(str(hf_models["qwen2"]), HFOptions(dtype="float64"))
+    params = proxy.step_parameters()
+    assert per_sample_method(proxy, params) == "loop"  # the output head is the embedding
+    assert "shared by 2 modules" in proxy.per_sample_fallback
+    vl = HFProxy(str(hf_models["qwen2_vl"]), HFOptions(lora_rank=4, dtype="float64"))
+    vl.restrict_step("lora")
+    tensors = vl.collate(math_records(3, images)).tensors
+    assert not vl.rows_are_samples(tensors)  # the vision tower sees patches, not records
+    got, _ = per_sample_grads(vl, vl.step_parameters(), tensors)
+    assert_same(got, looped_grads(vl, vl.step_parameters(), tensors)[0])
