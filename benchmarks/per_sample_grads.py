@@ -1,11 +1,12 @@
 """What per-sample gradients cost: read off one batched backward vs the per-sample path.
 
 Every gradient-based estimator (exact, curvature, LESS, the audit) starts from each
-candidate's own gradient. `utility/gradients.py` reads them off the layers of one
-batched backward pass where it can (`utility/layer_taps.py`) and otherwise vmaps over
-the batch (the built-in proxy) or loops a backward per sample (Hugging Face proxies).
-This script times both on the same batches, interleaved batch by batch, and checks they
-agree:
+candidate's own gradient. `utility/gradients.py` vmaps over the batch where the proxy
+allows it (the built-in proxy), else reads them off the layers of one batched backward
+pass where it can (`utility/layer_taps.py`: Hugging Face proxies, LoRA), else loops a
+backward per sample. This script forces the read-off (`per_sample_mode = "read-off"`) and
+times it against the path it would replace on the same batches, interleaved batch by
+batch, and checks they agree:
 
   - the built-in proxy (read-off vs vmap), with a forward pass and a batched training
     step as the floors, all in forward-equivalents (seconds / the forward's seconds);

@@ -148,3 +148,20 @@ def test_merged_shards_pool_their_audits(bench, tmp_path):
     assert run_cli("merge", str(out)).rc == 0
     merged = read_settings(out)["audit"]
     assert merged["n"] == 15 and len(set(merged["ids"])) == 15
+
+
+def test_an_anchor_subsample_run_is_audited_and_its_k_is_decisive(bench, exact_run, tmp_path):
+    out = tmp_path / "sub.parquet"
+    run = score(bench, out, "--method", "anchor-subsample", "--exact-anchors", "4",
+                "--audit", "12")  # fmt: skip
+    assert run.rc == 0, run.err
+    settings = read_settings(out)
+    assert settings["exact_anchors"] == 4 and settings["of_anchors"] == 12
+    assert settings["audit"]["n"] == 12  # audited against exact on all 12 anchors
+    exact = utilities(exact_run)
+    assert settings["audit"]["exact_utility"] == pytest.approx(
+        [exact[i] for i in settings["audit"]["ids"]], rel=1e-9
+    )
+    # the same file with another k would mix two estimators' scores: refused
+    again = score(bench, out, "--method", "anchor-subsample", "--exact-anchors", "5")
+    assert again.rc != 0 and "made from other inputs or settings" in again.err

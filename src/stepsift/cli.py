@@ -55,6 +55,13 @@ def add_score_parser(sub: argparse._SubParsersAction) -> None:
         help="projection size for --method less",
     )
     p.add_argument(
+        "--exact-anchors",
+        type=int,
+        default=ScoreSettings.exact_anchors,
+        help="for --method anchor-subsample: how many of the anchors (a seeded random "
+        "subset) the exact utility is evaluated on",
+    )
+    p.add_argument(
         "--audit",
         type=int,
         default=ScoreSettings.audit,
@@ -226,6 +233,7 @@ def run_score(args: argparse.Namespace) -> int:
         method=args.method,
         params=args.params,
         less_dim=args.less_dim,
+        exact_anchors=args.exact_anchors,
         audit=args.audit,
         anchor_folds=args.anchor_folds,
         anchor_group_field=args.anchor_group_field,

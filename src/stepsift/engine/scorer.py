@@ -61,7 +61,7 @@ class Scorer:
             return make_estimator(
                 method, proxy, anchors, rule, settings.less_dim,
                 views=views, sketch_dim=settings.sketch_dim, sketch_seed=settings.seed,
-                state=state,
+                state=state, exact_anchors=settings.exact_anchors, seed=settings.seed,
             )  # fmt: skip
 
         loaded = False

@@ -54,6 +54,7 @@ from stepsift.utility.less import DEFAULT_DIM as LESS_DIM
 from stepsift.utility.registry import ESTIMATORS
 from stepsift.utility.sketch import DEFAULT_DIM as SKETCH_DIM
 from stepsift.utility.sketch import check_dim as check_sketch_dim
+from stepsift.utility.subsample import DEFAULT_EXACT_ANCHORS
 
 # The default step is Adam continuing the warm-up's own state at the warm-up's own lr:
 # the step training would really take next, so it needs no scale picked by hand.
@@ -77,6 +78,7 @@ class ScoreSettings:
     method: str = "exact"
     params: str = "all"  # which parameters the simulated step moves: all | lora | REGEX
     less_dim: int = LESS_DIM  # projection size, for --method less only
+    exact_anchors: int = DEFAULT_EXACT_ANCHORS  # anchors scored, for anchor-subsample only
     # candidates a non-exact method also scores with exact, to measure itself on this run
     # (engine/audit.py); None: the larger of 128 and 1% of the pool; 0: no audit
     audit: int | None = None
@@ -264,6 +266,11 @@ def decisive_settings(settings: ScoreSettings, candidates: Path, anchors: Path) 
         "method": settings.method,
         "params": settings.params,
         "less_dim": settings.less_dim if settings.method == "less" else None,
+        **(
+            {"exact_anchors": settings.exact_anchors}
+            if settings.method == "anchor-subsample"
+            else {}
+        ),
         "anchor_folds": settings.anchor_folds,
         "anchor_group_field": settings.anchor_group_field,
         "sketch_dim": settings.sketch_dim,

@@ -119,11 +119,7 @@ class CurvatureUtility:
         with torch.no_grad():
             grads, losses = per_sample_grads(self.proxy, self.params, batch.tensors)
             own = {n: d - self.shared[n] for n, d in self.step_rule(grads).items()}
-            linear = sum(
-                (d.reshape(d.shape[0], -1) @ self.anchor_grad[n].reshape(-1)).double()
-                for n, d in own.items()
-            )
-            utility = self.offset - linear - 0.5 * self.sketch.quadratic(own)
+            utility = self.expansion(own)
             sketch = self.gradient_sketch(grads) if self.gradient_sketch is not None else None
             folds = groups = None
             if self.view_curvature is not None:
@@ -135,6 +131,15 @@ class CurvatureUtility:
             group_utility=groups,
             sketch=sketch,
         )
+
+    def expansion(self, own: dict) -> torch.Tensor:
+        """The second-order estimate for candidates whose own parts of the update (b_i,
+        stacked along dim 0) are `own`: shape (B,) float64."""
+        linear = sum(
+            (d.reshape(d.shape[0], -1) @ self.anchor_grad[n].reshape(-1)).double()
+            for n, d in own.items()
+        )
+        return self.offset - linear - 0.5 * self.sketch.quadratic(own)
 
     def export_state(self) -> dict:
         """The anchor direction, constants and GGN sketch, for a worker to load."""

@@ -10,11 +10,13 @@ from stepsift.utility.exact import ExactUtility
 from stepsift.utility.first_order import FirstOrderUtility
 from stepsift.utility.less import DEFAULT_DIM, LessScore
 from stepsift.utility.steps import StepRule
+from stepsift.utility.subsample import DEFAULT_EXACT_ANCHORS, AnchorSubsampleUtility
 
 ESTIMATORS = {
     "exact": ExactUtility,
     "first-order": FirstOrderUtility,
     "curvature": CurvatureUtility,
+    "anchor-subsample": AnchorSubsampleUtility,
     "less": LessScore,
 }
 
@@ -39,6 +41,8 @@ def make_estimator(
     sketch_dim: int = 0,
     sketch_seed: int = 0,
     state: dict | None = None,
+    exact_anchors: int = DEFAULT_EXACT_ANCHORS,
+    seed: int = 0,
 ) -> UtilityEstimator:
     """The estimator `method` names, set up against the anchors (or from `state`, what
     an earlier `export_state` of the same estimator on the same anchors returned). Views
@@ -57,4 +61,6 @@ def make_estimator(
         kwargs["state"] = state
     if method == "less":
         return LessScore(proxy, anchors, step_rule, dim=less_dim, **kwargs)
+    if method == "anchor-subsample":  # seeded like the run, so a resumed run draws the same
+        return AnchorSubsampleUtility(proxy, anchors, step_rule, exact_anchors, seed)
     return ESTIMATORS[method](proxy, anchors, step_rule, **kwargs)
