@@ -41,8 +41,10 @@ from stepsift.utility.base import UtilityEstimator
 from stepsift.utility.curvature import CurvatureUtility
 from stepsift.utility.exact import ExactUtility
 from stepsift.utility.first_order import FirstOrderUtility
+from stepsift.utility.forward_only import ForwardUtility
 from stepsift.utility.less import LessScore
 from stepsift.utility.steps import SGDStep, StepRule, make_step_rule
+from stepsift.utility.subsample import AnchorSubsampleUtility
 
 try:
     from peers import PEER_NAMES, available_peers  # run as a script: its folder is on sys.path
@@ -61,6 +63,12 @@ VARIANTS: dict[str, Callable[[Proxy, Batch, StepRule], UtilityEstimator]] = {
     "curvature r=16": partial(CurvatureUtility, rank=16),
     # the GGN sketch streamed through a frequent-directions buffer (bounded set-up memory)
     "curvature FD": partial(CurvatureUtility, streaming=True),
+    # forward-only: directional derivatives alone, K curvature directions (default K = 1)
+    "forward": ForwardUtility,
+    "forward K=0": partial(ForwardUtility, directions=0),
+    "forward K=4": partial(ForwardUtility, directions=4),
+    "forward K=16": partial(ForwardUtility, directions=16),
+    "anchor-subsample": AnchorSubsampleUtility,  # exact on a seeded 32 of the anchors
     "less": LessScore,
     "less d=1024": partial(LessScore, dim=1024),
     "ToV-style": ToVStyle,  # benchmarks/tov.py: the anchors' step once, then forwards

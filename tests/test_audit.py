@@ -165,3 +165,21 @@ def test_an_anchor_subsample_run_is_audited_and_its_k_is_decisive(bench, exact_r
     # the same file with another k would mix two estimators' scores: refused
     again = score(bench, out, "--method", "anchor-subsample", "--exact-anchors", "5")
     assert again.rc != 0 and "made from other inputs or settings" in again.err
+
+
+def test_a_forward_run_is_audited_and_its_directions_are_decisive(bench, exact_run, tmp_path):
+    out = tmp_path / "forward.parquet"
+    run = score(bench, out, "--method", "forward", "--forward-directions", "2",
+                "--audit", "12")  # fmt: skip
+    assert run.rc == 0, run.err
+    settings = read_settings(out)
+    assert settings["forward_directions"] == 2 and settings["curvature_directions"] == 2
+    assert settings["directional"] == "jvp"
+    assert settings["audit"]["n"] == 12 and -1 <= settings["audit"]["spearman"] <= 1
+    exact = utilities(exact_run)
+    assert settings["audit"]["exact_utility"] == pytest.approx(
+        [exact[i] for i in settings["audit"]["ids"]], rel=1e-9
+    )
+    assert len(utilities(out)) == 30
+    again = score(bench, out, "--method", "forward", "--forward-directions", "3")
+    assert again.rc != 0 and "made from other inputs or settings" in again.err

@@ -62,6 +62,15 @@ def add_score_parser(sub: argparse._SubParsersAction) -> None:
         "subset) the exact utility is evaluated on",
     )
     p.add_argument(
+        "--forward-directions",
+        type=int,
+        default=ScoreSettings.forward_directions,
+        metavar="K",
+        help="for --method forward: the strongest curvature directions of the anchors' "
+        "Gauss-Newton matrix its second-order term is kept to (each adds about one "
+        "forward-mode tangent per candidate; 0: first order only)",
+    )
+    p.add_argument(
         "--audit",
         type=int,
         default=ScoreSettings.audit,
@@ -234,6 +243,7 @@ def run_score(args: argparse.Namespace) -> int:
         params=args.params,
         less_dim=args.less_dim,
         exact_anchors=args.exact_anchors,
+        forward_directions=args.forward_directions,
         audit=args.audit,
         anchor_folds=args.anchor_folds,
         anchor_group_field=args.anchor_group_field,

@@ -62,6 +62,7 @@ class Scorer:
                 method, proxy, anchors, rule, settings.less_dim,
                 views=views, sketch_dim=settings.sketch_dim, sketch_seed=settings.seed,
                 state=state, exact_anchors=settings.exact_anchors, seed=settings.seed,
+                forward_directions=settings.forward_directions,
             )  # fmt: skip
 
         loaded = False
@@ -69,6 +70,7 @@ class Scorer:
             decisive = {
                 "params": settings.params,
                 "less_dim": settings.less_dim if method == "less" else None,
+                "directions": settings.forward_directions if method == "forward" else None,
                 "dtype": settings.dtype,
                 # curvature's state holds one expansion per anchor view
                 "views": (views.fold_of, views.group_of) if method == "curvature" else None,

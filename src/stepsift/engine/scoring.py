@@ -50,6 +50,7 @@ from stepsift.proxy.hf_loading import HF_DTYPES, HFOptions
 from stepsift.proxy.loading import is_saved_proxy, load_saved_proxy, open_hf_proxy
 from stepsift.proxy.warmup import WarmupReport, WarmupSettings, warm_up
 from stepsift.utility.anchor_views import DEFAULT_FOLDS, DEFAULT_GROUP_FIELD, build_views
+from stepsift.utility.forward_only import DEFAULT_DIRECTIONS
 from stepsift.utility.less import DEFAULT_DIM as LESS_DIM
 from stepsift.utility.registry import ESTIMATORS
 from stepsift.utility.sketch import DEFAULT_DIM as SKETCH_DIM
@@ -79,6 +80,7 @@ class ScoreSettings:
     params: str = "all"  # which parameters the simulated step moves: all | lora | REGEX
     less_dim: int = LESS_DIM  # projection size, for --method less only
     exact_anchors: int = DEFAULT_EXACT_ANCHORS  # anchors scored, for anchor-subsample only
+    forward_directions: int = DEFAULT_DIRECTIONS  # curvature directions, for forward only
     # candidates a non-exact method also scores with exact, to measure itself on this run
     # (engine/audit.py); None: the larger of 128 and 1% of the pool; 0: no audit
     audit: int | None = None
@@ -269,6 +271,11 @@ def decisive_settings(settings: ScoreSettings, candidates: Path, anchors: Path) 
         **(
             {"exact_anchors": settings.exact_anchors}
             if settings.method == "anchor-subsample"
+            else {}
+        ),
+        **(
+            {"forward_directions": settings.forward_directions}
+            if settings.method == "forward"
             else {}
         ),
         "anchor_folds": settings.anchor_folds,

@@ -20,7 +20,8 @@ state Adam's first step is a sign step, not linear in g_i, so this estimator ref
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -52,16 +53,31 @@ def linearise(step_rule: StepRule, anchor_grad: Params) -> tuple[Params, float]:
             )
         direction, t = {}, None
         for name, g_a in anchor_grad.items():
-            st = step_rule.state.get(name)
-            if st is None:
-                raise ValueError(f"the Adam state has no entry for parameter {name!r}")
-            t = int(st["step"]) + 1
-            v0 = st["exp_avg_sq"].to(g_a.device, g_a.dtype)
-            denom = (step_rule.beta2 * v0 / (1 - step_rule.beta2**t)).sqrt() + step_rule.eps
+            t, denom = adam_denominator(step_rule, name, g_a)
             direction[name] = g_a / denom
         s = step_rule.lr / (1 - step_rule.beta1**t)  # every parameter shares one step count
         return direction, s * (1 - step_rule.beta1)
     raise TypeError(f"no linearisation for step rule {type(step_rule).__name__}")
+
+
+def adam_denominator(step_rule: AdamStep, name: str, like: Tensor) -> tuple[int, Tensor]:
+    """(t, D) for one parameter: the step count of the next update and Adam's denominator
+    with the second moment frozen at its warm value, D = sqrt(β2 v0 / (1 - β2^t)) + eps."""
+    st = step_rule.state.get(name)
+    if st is None:
+        raise ValueError(f"the Adam state has no entry for parameter {name!r}")
+    t = int(st["step"]) + 1
+    v0 = st["exp_avg_sq"].to(like.device, like.dtype)
+    return t, (step_rule.beta2 * v0 / (1 - step_rule.beta2**t)).sqrt() + step_rule.eps
+
+
+def preconditioner(step_rule: StepRule, like: Params) -> Params:
+    """P with the linearised own update b_i = -P ⊙ g_i (P = lr for SGD; for Adam from the
+    warm-up state, (lr / (1 - β1^t)) (1 - β1) / D, the derivative `linearise` uses)."""
+    if isinstance(step_rule, SGDStep):
+        return {n: torch.full_like(p, step_rule.lr) for n, p in like.items()}
+    direction, scale = linearise(step_rule, {n: torch.ones_like(p) for n, p in like.items()})
+    return {n: scale * d for n, d in direction.items()}
 
 
 def directional_jvp(
@@ -87,6 +103,19 @@ def directional_fd(
         - proxy.per_sample_loss(minus, tensors).double()
     )
     return loss, diff / (2 * eps)
+
+
+def jvp_or_fd(mode: str, by_jvp: Callable, by_fd: Callable, args: tuple) -> tuple[str, Any]:
+    """(the mode settled on, the result): forward-mode AD where the model supports it,
+    central finite differences where it does not ("auto" tries jvp once, then keeps
+    what worked)."""
+    if mode == "auto":
+        try:
+            return "jvp", by_jvp(*args)
+        except (NotImplementedError, RuntimeError):
+            # e.g. fused attention kernels without a forward-mode derivative or batching rule
+            mode = "fd"
+    return mode, (by_jvp(*args) if mode == "jvp" else by_fd(*args))
 
 
 class FirstOrderUtility:
@@ -131,18 +160,9 @@ class FirstOrderUtility:
         }
 
     def directional(self, tensors: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
-        direction = self.direction
-        if self.mode == "auto":
-            try:
-                out = directional_jvp(self.proxy, self.params, tensors, direction)
-                self.mode = "jvp"
-                return out
-            except (NotImplementedError, RuntimeError):
-                # e.g. fused attention kernels without a forward-mode derivative
-                self.mode = "fd"
-        if self.mode == "jvp":
-            return directional_jvp(self.proxy, self.params, tensors, direction)
-        return directional_fd(self.proxy, self.params, tensors, direction)
+        args = (self.proxy, self.params, tensors, self.direction)
+        self.mode, out = jvp_or_fd(self.mode, directional_jvp, directional_fd, args)
+        return out
 
     def __call__(self, batch: Batch) -> UtilityResult:
         with torch.no_grad():

