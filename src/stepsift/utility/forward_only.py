@@ -128,12 +128,13 @@ class ForwardUtility:
         self.trace_kept = 0.0
         self.streamed = False
         if directions:
-            # the sketch of W P (vectors scaled as drawn); streamed through a frequent-
-            # directions buffer of 2K rows when the whole sketch would not fit max_bytes,
-            # as on a full-parameter HF proxy, where hashing it into a few buckets would
-            # leave little of the curvature
+            # the sketch of W P (vectors scaled as drawn). Over max_bytes it is hashed into
+            # buckets, which costs little while they far outnumber the rank kept; with
+            # fewer (a full-parameter HF proxy: one or two 0.5 GB vectors) it is streamed
+            # through a frequent-directions buffer of 2K rows instead
             n_bytes = sum(p.numel() * p.element_size() for p in self.params.values())
-            self.streamed = label_draws * len(anchors) * n_bytes > max_bytes
+            buckets = max_bytes // max(n_bytes, 1)
+            self.streamed = buckets < min(label_draws * len(anchors), 4 * SKETCH_RANK)
             sketch = GGNSketch(
                 proxy, anchors, expansion.center, label_draws, max_bytes, seed,
                 rank=directions if self.streamed else SKETCH_RANK,
