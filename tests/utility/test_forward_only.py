@@ -112,7 +112,6 @@ def test_a_sketch_over_the_memory_cap_is_streamed_and_never_overstates(
     batch, anchor_batch = proxy.collate(candidates), proxy.collate(anchors)
     n_bytes = sum(p.numel() * p.element_size() for p in proxy.step_parameters().values())
     small = ForwardUtility(proxy, anchor_batch, rule, directions=2, max_bytes=8 * n_bytes)
-    assert 8 < 4 * 64 and 8 < 16 * len(anchors)  # too few buckets to hash into
     assert small.describe()["curvature_sketch"] == "streamed"
     whole = ForwardUtility(proxy, anchor_batch, rule, directions=10_000)
     assert "curvature_sketch" not in whole.describe()
