@@ -64,7 +64,7 @@ VARIANTS: dict[str, Callable[[Proxy, Batch, StepRule], UtilityEstimator]] = {
     # the GGN sketch streamed through a frequent-directions buffer (bounded set-up memory)
     "curvature FD": partial(CurvatureUtility, streaming=True),
     # forward-only: directional derivatives alone, K curvature directions (default K = 1)
-    "forward": ForwardUtility,
+    "forward K=1": ForwardUtility,  # `--method forward` as it is by default
     "forward K=0": partial(ForwardUtility, directions=0),
     "forward K=4": partial(ForwardUtility, directions=4),
     "forward K=16": partial(ForwardUtility, directions=16),
@@ -194,6 +194,9 @@ def main() -> None:
     rules["adam (default)"] = make_step_rule("adam", None, proxy, 0.0)
     default_rule = rules["adam (default)"]
     timed = floors(proxy)
+    clash = set(timed) & set(methods)
+    if clash:  # a method named like a floor would replace the unit it is measured in
+        raise SystemExit(f"method names clash with the floors: {sorted(clash)}")
     if args.memory_probe:
         name = args.memory_probe
         if name not in timed:

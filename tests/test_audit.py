@@ -183,3 +183,17 @@ def test_a_forward_run_is_audited_and_its_directions_are_decisive(bench, exact_r
     assert len(utilities(out)) == 30
     again = score(bench, out, "--method", "forward", "--forward-directions", "3")
     assert again.rc != 0 and "made from other inputs or settings" in again.err
+
+
+def test_a_streamed_curvature_sketch_is_recorded_and_decisive(bench, tmp_path):
+    out = tmp_path / "streamed.parquet"
+    run = score(bench, out, "--method", "curvature", "--streamed-sketch", "--audit", "6")
+    assert run.rc == 0, run.err
+    settings = read_settings(out)
+    assert settings["streamed_sketch"] is True and settings["ggn_streamed"] is True
+    assert settings["audit"]["n"] == 6 and len(utilities(out)) == 30
+    plain = tmp_path / "plain.parquet"
+    assert score(bench, plain, "--method", "curvature", "--audit", "0").rc == 0
+    assert "ggn_streamed" not in read_settings(plain)
+    again = score(bench, out, "--method", "curvature", "--audit", "6")
+    assert again.rc != 0 and "made from other inputs or settings" in again.err

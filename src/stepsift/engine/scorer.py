@@ -63,6 +63,7 @@ class Scorer:
                 views=views, sketch_dim=settings.sketch_dim, sketch_seed=settings.seed,
                 state=state, exact_anchors=settings.exact_anchors, seed=settings.seed,
                 forward_directions=settings.forward_directions,
+                streamed_sketch=settings.streamed_sketch,
             )  # fmt: skip
 
         loaded = False
@@ -71,6 +72,7 @@ class Scorer:
                 "params": settings.params,
                 "less_dim": settings.less_dim if method == "less" else None,
                 "directions": settings.forward_directions if method == "forward" else None,
+                "streamed": settings.streamed_sketch if method == "curvature" else None,
                 "dtype": settings.dtype,
                 # curvature's state holds one expansion per anchor view
                 "views": (views.fold_of, views.group_of) if method == "curvature" else None,

@@ -81,6 +81,8 @@ class ScoreSettings:
     less_dim: int = LESS_DIM  # projection size, for --method less only
     exact_anchors: int = DEFAULT_EXACT_ANCHORS  # anchors scored, for anchor-subsample only
     forward_directions: int = DEFAULT_DIRECTIONS  # curvature directions, for forward only
+    # curvature's GGN sketch through a frequent-directions buffer (bounded set-up memory)
+    streamed_sketch: bool = False
     # candidates a non-exact method also scores with exact, to measure itself on this run
     # (engine/audit.py); None: the larger of 128 and 1% of the pool; 0: no audit
     audit: int | None = None
@@ -276,6 +278,11 @@ def decisive_settings(settings: ScoreSettings, candidates: Path, anchors: Path) 
         **(
             {"forward_directions": settings.forward_directions}
             if settings.method == "forward"
+            else {}
+        ),
+        **(
+            {"streamed_sketch": True}
+            if settings.method == "curvature" and settings.streamed_sketch
             else {}
         ),
         "anchor_folds": settings.anchor_folds,

@@ -46,6 +46,7 @@ def make_estimator(
     exact_anchors: int = DEFAULT_EXACT_ANCHORS,
     seed: int = 0,
     forward_directions: int = DEFAULT_DIRECTIONS,
+    streamed_sketch: bool = False,
 ) -> UtilityEstimator:
     """The estimator `method` names, set up against the anchors (or from `state`, what
     an earlier `export_state` of the same estimator on the same anchors returned). Views
@@ -64,6 +65,8 @@ def make_estimator(
         kwargs["state"] = state
     if method == "less":
         return LessScore(proxy, anchors, step_rule, dim=less_dim, **kwargs)
+    if method == "curvature" and streamed_sketch:
+        kwargs["streaming"] = True
     if method == "forward":
         return ForwardUtility(proxy, anchors, step_rule, forward_directions, **kwargs)
     if method == "anchor-subsample":  # seeded like the run, so a resumed run draws the same
