@@ -33,12 +33,12 @@ from stepsift.utility.anchors import AnchorLoss, expand_at_shared_step
 from stepsift.utility.curvature import CurvatureUtility
 from stepsift.utility.exact import ExactUtility
 from stepsift.utility.gradients import per_sample_grads
-from stepsift.utility.steps import SGDStep, StepRule, make_step_rule
+from stepsift.utility.steps import StepRule
 
 try:
-    from scoring_speed import top_overlap, warmed_setup
+    from scoring_speed import step_rule_named, top_overlap, warmed_setup
 except ImportError:
-    from benchmarks.scoring_speed import top_overlap, warmed_setup
+    from benchmarks.scoring_speed import step_rule_named, top_overlap, warmed_setup
 
 
 def ggn_quadratic(proxy: Proxy, anchors: Batch, center: Params, b: Params) -> float:
@@ -124,11 +124,7 @@ def main() -> None:
     )
     report = {}
     for name in args.rules.split(","):
-        rule = (
-            make_step_rule("adam", None, proxy, 0.0)
-            if name == "adam"
-            else SGDStep(float(name.split()[1]))
-        )
+        rule = step_rule_named(name, proxy)
         report[name] = got = decompose(proxy, batches, anchors, rule)
         for k in ("linear", "ggn", "hessian", "curv"):
             g = got[k]

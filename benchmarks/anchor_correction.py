@@ -31,15 +31,14 @@ from scipy.stats import spearmanr
 
 from stepsift.utility.curvature import CurvatureUtility
 from stepsift.utility.exact import ExactUtility
-from stepsift.utility.steps import SGDStep, make_step_rule
 from stepsift.utility.subsample import AnchorSubsampleUtility
 
 try:
     from anchor_correction_estimator import CorrectedCurvatureUtility
-    from scoring_speed import top_overlap, warmed_setup
+    from scoring_speed import step_rule_named, top_overlap, warmed_setup
 except ImportError:
     from benchmarks.anchor_correction_estimator import CorrectedCurvatureUtility
-    from benchmarks.scoring_speed import top_overlap, warmed_setup
+    from benchmarks.scoring_speed import step_rule_named, top_overlap, warmed_setup
 
 
 def run_all(estimators: dict, batches: list) -> tuple[dict, dict]:
@@ -74,11 +73,7 @@ def main() -> None:
     ks = [int(k) for k in args.ks.split(",")]
     report: dict = {"candidates": sum(len(b) for b in batches), "anchors": len(anchors)}
     for rule_name in args.rules.split(","):
-        rule = (
-            make_step_rule("adam", None, proxy, 0.0)
-            if rule_name == "adam"
-            else SGDStep(float(rule_name.split()[1]))
-        )
+        rule = step_rule_named(rule_name, proxy)
 
         def forward(batch, rule=rule):
             with torch.no_grad():

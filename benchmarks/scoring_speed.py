@@ -78,6 +78,14 @@ PEERS = available_peers()
 VARIANTS.update(PEERS)
 
 
+def step_rule_named(name: str, proxy: Proxy) -> StepRule:
+    """The step rule a benchmark's `--rules` item names: "adam" (continuing the proxy's
+    warm-up state at its lr) or "sgd η"."""
+    if name == "adam":
+        return make_step_rule("adam", None, proxy, 0.0)
+    return SGDStep(float(name.split()[1]))
+
+
 def top_overlap(reference: np.ndarray, estimate: np.ndarray, fraction: float = 0.2) -> float:
     k = max(1, int(len(reference) * fraction))
     top = set(np.argsort(-reference)[:k])

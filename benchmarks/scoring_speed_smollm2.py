@@ -35,14 +35,19 @@ from stepsift.proxy.hf import HFProxy
 from stepsift.proxy.hf_loading import HFOptions
 from stepsift.proxy.warmup import WarmupSettings, warm_up
 from stepsift.utility.exact import ExactUtility
-from stepsift.utility.steps import SGDStep, StepRule, make_step_rule
 from stepsift.utility.subsample import AnchorSubsampleUtility
 
 try:
-    from scoring_speed import VARIANTS, scores, time_methods, top_overlap
+    from scoring_speed import VARIANTS, scores, step_rule_named, time_methods, top_overlap
     from smollm2_noise import GGUF, smollm2_folder
 except ImportError:
-    from benchmarks.scoring_speed import VARIANTS, scores, time_methods, top_overlap
+    from benchmarks.scoring_speed import (
+        VARIANTS,
+        scores,
+        step_rule_named,
+        time_methods,
+        top_overlap,
+    )
     from benchmarks.smollm2_noise import GGUF, smollm2_folder
 
 METHODS = {
@@ -69,18 +74,6 @@ def setup(params: str, candidates: int, anchors_n: int, batch_size: int, out: Pa
     return proxy, batches, proxy.collate(read_records(out / "anchors.jsonl").records)
 
 
-def rules_from(spec: str, proxy) -> dict[str, StepRule]:
-    rules: dict[str, StepRule] = {}
-    for name in spec.split(","):
-        name = name.strip()
-        rules[name] = (
-            make_step_rule("adam", None, proxy, 0.0)
-            if name == "adam"
-            else SGDStep(float(name.split()[1]))
-        )
-    return rules
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--params", choices=("lora", "all"), default="lora")
@@ -105,7 +98,7 @@ def main() -> None:
     proxy, batches, anchors = setup(
         args.params, args.candidates, args.anchors, args.batch_size, args.out
     )
-    rules = rules_from(args.rules, proxy)
+    rules = {n.strip(): step_rule_named(n.strip(), proxy) for n in args.rules.split(",")}
     default_rule = rules.get("adam", next(iter(rules.values())))
     step = proxy.step_parameters()
     model_params = dict(proxy.model.named_parameters())
