@@ -18,9 +18,9 @@ from stepsift.utility.steps import SGDStep, make_step_rule
 
 
 def sketch_matrix(proxy, anchors, names: list[str]) -> np.ndarray:
-    """The GGN sketch the estimator draws (same seed, label draws, rank), as rows."""
+    """The GGN sketch the estimator draws (same seed and label draws), uncut, as rows."""
     params = proxy.step_parameters()
-    sketch = GGNSketch(proxy, proxy.collate(anchors), params, 16, seed=0, rank=64)
+    sketch = GGNSketch(proxy, proxy.collate(anchors), params, 16, seed=0)
     return torch.cat([sketch.vectors[n].reshape(sketch.size, -1) for n in names], dim=1).numpy()
 
 

@@ -33,34 +33,19 @@ from stepsift.proxy.base import Batch, Params, Proxy
 from stepsift.utility.anchors import expand_at_shared_step
 from stepsift.utility.base import UtilityResult
 from stepsift.utility.first_order import directional_fd, jvp_or_fd, preconditioner
-from stepsift.utility.ggn_sketch import DEFAULT_LABEL_DRAWS, DEFAULT_MAX_BYTES, GGNSketch
+from stepsift.utility.ggn_sketch import (
+    DEFAULT_LABEL_DRAWS,
+    DEFAULT_MAX_BYTES,
+    DEFAULT_RANK,
+    GGNSketch,
+)
 from stepsift.utility.steps import StepRule
 
 # K: curvature directions besides the anchors' own one. Each costs about one more tangent
 # of the forward-mode pass, so one keeps the estimator near first-order's cost
 # (benchmarks/RESULTS.md gives fidelity and cost for K = 0, 1, 4, 16).
 DEFAULT_DIRECTIONS = 1
-SKETCH_RANK = 64  # the GGN sketch the K directions are taken from, as curvature's
 MODES = ("auto", "jvp", "fd")
-
-
-def curvature_directions(rows: Params, k: int) -> tuple[Params, float]:
-    """The top `k` directions d_k (stacked along dim 0) with Σ_k <d_k, g>² ≈ ||A g||², A
-    the stacked `rows` (the sketch of W P), and the share of ||A||_F² they keep."""
-    names = list(rows)
-    a = torch.cat([rows[n].reshape(rows[n].shape[0], -1).double() for n in names], dim=1)
-    eigvals, eigvecs = torch.linalg.eigh(a @ a.T)  # ascending; d_k = u_kᵀ A = σ_k v_k
-    k = min(k, a.shape[0])
-    top = eigvecs[:, a.shape[0] - k :]
-    kept = float(eigvals[-k:].clamp(min=0).sum() / eigvals.clamp(min=0).sum()) if k else 0.0
-    flat = top.T @ a
-    out, start = {}, 0
-    for n in names:
-        size = rows[n][0].numel()
-        part = flat[:, start : start + size].to(rows[n].dtype)
-        out[n] = part.reshape(k, *rows[n].shape[1:])
-        start += size
-    return out, kept
 
 
 def derivatives_jvp(
@@ -117,6 +102,7 @@ class ForwardUtility:
             self.base_anchor_loss = float(state["base_anchor_loss"])
             self.offset = float(state["offset"])
             self.trace_kept = float(state["trace_kept"])
+            self.streamed = bool(state["streamed"])
             self.tangents = {n: state["tangents"][n].to(proxy.device) for n in self.params}
             return
         expansion = expand_at_shared_step(proxy, anchors, self.params, step_rule)
@@ -128,20 +114,20 @@ class ForwardUtility:
         self.trace_kept = 0.0
         self.streamed = False
         if directions:
-            # the sketch of W P (vectors scaled as drawn). Over max_bytes it is hashed into
-            # buckets, which costs little while they far outnumber the rank kept; with
-            # fewer (a full-parameter HF proxy: one or two 0.5 GB vectors) it is streamed
-            # through a frequent-directions buffer of 2K rows instead
+            # the sketch of W P (vectors scaled as drawn), cut to its top K directions
+            # d_k = σ_k v_k by the sketch itself. Over max_bytes it is hashed into buckets,
+            # which costs little while they far outnumber the directions curvature keeps
+            # (DEFAULT_RANK); with fewer (a full-parameter HF proxy: one or two 0.5 GB
+            # vectors) it is streamed through a frequent-directions buffer of 2K rows
             n_bytes = sum(p.numel() * p.element_size() for p in self.params.values())
             buckets = max_bytes // max(n_bytes, 1)
-            self.streamed = buckets < min(label_draws * len(anchors), 4 * SKETCH_RANK)
+            self.streamed = buckets < min(label_draws * len(anchors), 4 * DEFAULT_RANK)
             sketch = GGNSketch(
                 proxy, anchors, expansion.center, label_draws, max_bytes, seed,
-                rank=directions if self.streamed else SKETCH_RANK,
-                streaming=self.streamed, scale=precond,
-                chunk=max(1, min(32, max_bytes // max(n_bytes, 1) - 2 * directions)),
+                rank=directions, streaming=self.streamed, scale=precond,
+                chunk=max(1, min(32, buckets - 2 * directions)),
             )  # fmt: skip
-            curved, self.trace_kept = curvature_directions(sketch.vectors, directions)
+            curved, self.trace_kept = sketch.vectors, sketch.trace_kept
         self.tangents = {n: torch.cat([linear[n].unsqueeze(0), curved[n]]) for n in self.params}
 
     @property
@@ -154,6 +140,7 @@ class ForwardUtility:
             "base_anchor_loss": self.base_anchor_loss,
             "offset": self.offset,
             "trace_kept": self.trace_kept,
+            "streamed": self.streamed,
             "tangents": self.tangents,
         }
 
@@ -174,5 +161,5 @@ class ForwardUtility:
             "directional": self.mode,
             "curvature_directions": self.directions,
             "curvature_share_kept": round(self.trace_kept, 4),
-            **({"curvature_sketch": "streamed"} if getattr(self, "streamed", False) else {}),
+            **({"curvature_sketch": "streamed"} if self.streamed else {}),
         }
