@@ -63,6 +63,9 @@ VARIANTS: dict[str, Callable[[Proxy, Batch, StepRule], UtilityEstimator]] = {
     "curvature r=16": partial(CurvatureUtility, rank=16),
     # the GGN sketch streamed through a frequent-directions buffer (bounded set-up memory)
     "curvature FD": partial(CurvatureUtility, streaming=True),
+    # the candidates' per-sample gradients under bf16 autocast (`--grad-autocast`: meant
+    # for GPUs; on a CPU without bf16 matrix units it measures fidelity, not speed)
+    "curvature bf16": partial(CurvatureUtility, grad_autocast="bfloat16"),
     # forward-only: directional derivatives alone, K curvature directions (default K = 1)
     "forward K=1": ForwardUtility,  # `--method forward` as it is by default
     "forward K=0": partial(ForwardUtility, directions=0),

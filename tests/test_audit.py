@@ -197,3 +197,18 @@ def test_a_streamed_curvature_sketch_is_recorded_and_decisive(bench, tmp_path):
     assert "ggn_streamed" not in read_settings(plain)
     again = score(bench, out, "--method", "curvature", "--audit", "6")
     assert again.rc != 0 and "made from other inputs or settings" in again.err
+
+
+def test_bf16_candidate_gradients_are_recorded_decisive_and_audited_in_full(bench, tmp_path):
+    out = tmp_path / "bf16.parquet"
+    run = score(bench, out, "--method", "curvature", "--grad-autocast", "bfloat16", "--audit", "6")
+    assert run.rc == 0, run.err
+    settings = read_settings(out)
+    assert settings["grad_autocast"] == "bfloat16" and settings["audit"]["n"] == 6
+    assert len(utilities(out)) == 30
+    again = score(bench, out, "--method", "curvature", "--audit", "6")
+    assert again.rc != 0 and "made from other inputs or settings" in again.err
+    refused = score(
+        bench, tmp_path / "x.parquet", "--method", "exact", "--grad-autocast", "bfloat16"
+    )
+    assert refused.rc != 0 and "--grad-autocast applies to curvature and less" in refused.err

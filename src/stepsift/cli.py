@@ -19,6 +19,7 @@ from stepsift.proxy.hf_loading import HF_DTYPES, HFOptions
 from stepsift.proxy.warmup import WarmupSettings
 from stepsift.select.harmful import COVERAGE_MODES, HARMFUL_MODES, Policy
 from stepsift.select.topk import parse_keep, select
+from stepsift.utility.gradients import AUTOCASTS
 from stepsift.utility.steps import OPTIMIZERS
 
 EXIT_BAD_INPUT = 2
@@ -76,6 +77,14 @@ def add_score_parser(sub: argparse._SubParsersAction) -> None:
         help="for --method curvature: build the Gauss-Newton sketch through a frequent-"
         "directions buffer, so its set-up memory is (2 x 64 + 32) parameter vectors "
         "instead of up to 1 GiB (it ranked worse under Adam: see README)",
+    )
+    p.add_argument(
+        "--grad-autocast",
+        choices=AUTOCASTS,
+        default=ScoreSettings.grad_autocast,
+        help="for --method curvature or less: take the candidates' per-sample gradients "
+        "under bfloat16 autocast (for a GPU; the anchors' state and the audit stay full "
+        "precision; see README)",
     )
     p.add_argument(
         "--audit",
@@ -252,6 +261,7 @@ def run_score(args: argparse.Namespace) -> int:
         exact_anchors=args.exact_anchors,
         forward_directions=args.forward_directions,
         streamed_sketch=args.streamed_sketch,
+        grad_autocast=args.grad_autocast,
         audit=args.audit,
         anchor_folds=args.anchor_folds,
         anchor_group_field=args.anchor_group_field,

@@ -64,6 +64,7 @@ class Scorer:
                 state=state, exact_anchors=settings.exact_anchors, seed=settings.seed,
                 forward_directions=settings.forward_directions,
                 streamed_sketch=settings.streamed_sketch,
+                grad_autocast=settings.grad_autocast,
             )  # fmt: skip
 
         loaded = False

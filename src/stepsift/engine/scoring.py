@@ -52,7 +52,7 @@ from stepsift.proxy.warmup import WarmupReport, WarmupSettings, warm_up
 from stepsift.utility.anchor_views import DEFAULT_FOLDS, DEFAULT_GROUP_FIELD, build_views
 from stepsift.utility.forward_only import DEFAULT_DIRECTIONS
 from stepsift.utility.less import DEFAULT_DIM as LESS_DIM
-from stepsift.utility.registry import ESTIMATORS
+from stepsift.utility.registry import ESTIMATORS, check_grad_autocast
 from stepsift.utility.sketch import DEFAULT_DIM as SKETCH_DIM
 from stepsift.utility.sketch import check_dim as check_sketch_dim
 from stepsift.utility.subsample import DEFAULT_EXACT_ANCHORS
@@ -83,6 +83,9 @@ class ScoreSettings:
     forward_directions: int = DEFAULT_DIRECTIONS  # curvature directions, for forward only
     # curvature's GGN sketch through a frequent-directions buffer (bounded set-up memory)
     streamed_sketch: bool = False
+    # bf16 autocast for the candidates' per-sample gradients (curvature, less only; their
+    # anchor state, exact and the audit stay full precision): utility/gradients.py
+    grad_autocast: str = "off"
     # candidates a non-exact method also scores with exact, to measure itself on this run
     # (engine/audit.py); None: the larger of 128 and 1% of the pool; 0: no audit
     audit: int | None = None
@@ -193,7 +196,10 @@ def run_audit(
     audit_store = PartStore(store.dir / "audit.parquet")
     audit_store.open(f"audit:{n}", overwrite=True)
     todo = remaining(audit_batches, pool, audit_store.done().id)
-    exact_settings = replace(settings, method=AUDIT_METHOD, sketch_dim=0, anchor_folds=0)
+    # the audit is the full-precision reference: never under the run's autocast
+    exact_settings = replace(
+        settings, method=AUDIT_METHOD, sketch_dim=0, anchor_folds=0, grad_autocast="off"
+    )
     scorer = Scorer.build(proxy, anchor_records, exact_settings) if todo else None
     bar = tqdm(total=len(wanted), initial=len(wanted) - sum(len(b) for b in todo),
                desc="audit", unit="sample", disable=not settings.progress,
@@ -285,6 +291,7 @@ def decisive_settings(settings: ScoreSettings, candidates: Path, anchors: Path) 
             if settings.method == "curvature" and settings.streamed_sketch
             else {}
         ),
+        **({"grad_autocast": settings.grad_autocast} if settings.grad_autocast != "off" else {}),
         "anchor_folds": settings.anchor_folds,
         "anchor_group_field": settings.anchor_group_field,
         "sketch_dim": settings.sketch_dim,
@@ -377,6 +384,7 @@ def score(candidates: Path, anchors: Path, out: Path, settings: ScoreSettings) -
     if settings.method not in METHODS:
         raise ValueError(f"unknown method {settings.method!r}; choose one of {', '.join(METHODS)}")
     check_sketch_dim(settings.sketch_dim)  # before any model work
+    check_grad_autocast(settings.method, settings.grad_autocast)
     if settings.proxy_init is not None:
         if settings.proxy != "builtin":
             raise ValueError("--proxy-init starts the built-in proxy; it cannot be combined "

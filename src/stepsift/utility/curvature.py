@@ -72,8 +72,11 @@ class CurvatureUtility:
         state: dict | None = None,
         views: AnchorViews | None = None,
         streaming: bool = False,
+        grad_autocast: str = "off",
     ):
         self.proxy, self.step_rule = proxy, step_rule
+        # the candidates' gradients only (gradients.py); the anchor state stays full precision
+        self.grad_autocast = grad_autocast
         self.params = proxy.step_parameters()
         self.views = active(views)
         # per-view expansions hold a parameter-sized vector per direction: on a large model
@@ -117,7 +120,9 @@ class CurvatureUtility:
 
     def __call__(self, batch: Batch) -> UtilityResult:
         with torch.no_grad():
-            grads, losses = per_sample_grads(self.proxy, self.params, batch.tensors)
+            grads, losses = per_sample_grads(
+                self.proxy, self.params, batch.tensors, self.grad_autocast
+            )
             own = {n: d - self.shared[n] for n, d in self.step_rule(grads).items()}
             utility = self.expansion(own)
             sketch = self.gradient_sketch(grads) if self.gradient_sketch is not None else None
@@ -165,4 +170,5 @@ class CurvatureUtility:
                 else {}
             ),
             **({"views_skipped": self.views_skipped} if self.views_skipped else {}),
+            **({"grad_autocast": self.grad_autocast} if self.grad_autocast != "off" else {}),
         }

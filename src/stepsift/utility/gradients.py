@@ -10,6 +10,13 @@ vmap comes first because it was as fast as the read-off where both work
 batch (the read-off's float32 sums do, at the 1e-7 level, through the padded length).
 `proxy.per_sample_mode`: "auto" (that order), "read-off" (read off even where vmap
 works), "loop" (never read off).
+
+`autocast="bfloat16"` runs the forward and backward of the candidates' own losses in
+bfloat16 where torch's autocast allows (matrix products; softmax and losses stay float32)
+and returns gradients in the parameters' dtype. Only the fast estimators' candidate pass
+uses it: the anchors' losses and state, and `exact` (so the audit), never do, because a
+one-step utility is a difference of anchor losses ~1e-4 apart, below bfloat16's 3
+significant digits.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from stepsift.proxy.base import Params, Proxy
 from stepsift.utility.layer_taps import NotReadable, TapPlan, tapped_grads
 
 MODES = ("auto", "read-off", "loop")
+AUTOCASTS = ("off", "bfloat16")
 
 
 def single(tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -32,9 +40,23 @@ def single(tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
 
 
 def per_sample_grads(
-    proxy: Proxy, params: Params, tensors: Mapping[str, Tensor]
+    proxy: Proxy, params: Params, tensors: Mapping[str, Tensor], autocast: str = "off"
 ) -> tuple[Params, Tensor]:
     """Each sample's gradient (every tensor gains a leading sample dim) and its loss."""
+    if autocast not in AUTOCASTS:
+        raise ValueError(f"unknown autocast {autocast!r}; choose one of {AUTOCASTS}")
+    if autocast == "off":
+        return full_precision_grads(proxy, params, tensors)
+    with torch.autocast(proxy.device.type, dtype=torch.bfloat16):
+        grads, losses = full_precision_grads(proxy, params, tensors)
+    # the layer read-off returns its products' dtype; callers expect the parameters'
+    return {n: g.to(params[n].dtype) for n, g in grads.items()}, losses.float()
+
+
+def full_precision_grads(
+    proxy: Proxy, params: Params, tensors: Mapping[str, Tensor]
+) -> tuple[Params, Tensor]:
+    """`per_sample_grads` in whatever precision is in force (autocast or none)."""
     plan = tap_plan(proxy, params)
     if plan is not None and proxy.rows_are_samples(tensors):
         n = next(iter(tensors.values())).shape[0]

@@ -82,6 +82,7 @@ class LessScore:
         sketch_dim: int = 0,
         sketch_seed: int = 0,
         state: dict | None = None,
+        grad_autocast: str = "off",
     ):
         if isinstance(step_rule, AdamStep) and not step_rule.state:
             raise ValueError(
@@ -89,6 +90,7 @@ class LessScore:
                 "use a warmed-up proxy or --optimizer sgd"
             )
         self.proxy, self.step_rule = proxy, step_rule
+        self.grad_autocast = grad_autocast  # the candidates' gradients only (gradients.py)
         self.params = proxy.step_parameters()
         n_params = sum(p.numel() for p in self.params.values())
         self.projection = RademacherProjection(n_params, dim, seed)
@@ -113,7 +115,9 @@ class LessScore:
 
     def __call__(self, batch: Batch) -> UtilityResult:
         with torch.no_grad():
-            grads, losses = per_sample_grads(self.proxy, self.params, batch.tensors)
+            grads, losses = per_sample_grads(
+                self.proxy, self.params, batch.tensors, self.grad_autocast
+            )
             # the direction the optimizer would move: minus its update
             update = {n: -d for n, d in self.step_rule(grads).items()}
             projected = unit_rows(self.projection(flatten(update)))
@@ -136,7 +140,11 @@ class LessScore:
         return {"anchor_dirs": self.anchor_dirs, "base_anchor_loss": self.base_anchor_loss}
 
     def describe(self) -> dict:
-        return {"less_dim": self.projection.dim, "score": "mean cosine, not a loss drop"}
+        return {
+            "less_dim": self.projection.dim,
+            "score": "mean cosine, not a loss drop",
+            **({"grad_autocast": self.grad_autocast} if self.grad_autocast != "off" else {}),
+        }
 
 
 def unit_rows(x: Tensor) -> Tensor:

@@ -9,6 +9,7 @@ from stepsift.utility.curvature import CurvatureUtility
 from stepsift.utility.exact import ExactUtility
 from stepsift.utility.first_order import FirstOrderUtility
 from stepsift.utility.forward_only import DEFAULT_DIRECTIONS, ForwardUtility
+from stepsift.utility.gradients import AUTOCASTS
 from stepsift.utility.less import DEFAULT_DIM, LessScore
 from stepsift.utility.steps import StepRule
 from stepsift.utility.subsample import DEFAULT_EXACT_ANCHORS, AnchorSubsampleUtility
@@ -29,8 +30,21 @@ ESTIMATORS = {
 # derivatives along fixed directions built from all anchors at once.
 VIEWS = ("exact", "curvature", "less")
 SKETCH = ("exact", "curvature", "less")
+# those that take candidates' per-sample gradients, so can take them under bf16 autocast
+AUTOCAST = ("curvature", "less")
 # those whose anchor state (`export_state`) a worker can load instead of recomputing
 EXPORTS_STATE = ("first-order", "curvature", "forward", "less")
+
+
+def check_grad_autocast(method: str, grad_autocast: str) -> None:
+    """Refuse an autocast the method cannot use (before any model work)."""
+    if grad_autocast not in AUTOCASTS:
+        raise ValueError(f"unknown grad autocast {grad_autocast!r}; choose one of {AUTOCASTS}")
+    if grad_autocast != "off" and method not in AUTOCAST:
+        raise ValueError(
+            f"--grad-autocast applies to {' and '.join(AUTOCAST)} (their candidates' "
+            f"gradients), not to --method {method}"
+        )
 
 
 def make_estimator(
@@ -47,6 +61,7 @@ def make_estimator(
     seed: int = 0,
     forward_directions: int = DEFAULT_DIRECTIONS,
     streamed_sketch: bool = False,
+    grad_autocast: str = "off",
 ) -> UtilityEstimator:
     """The estimator `method` names, set up against the anchors (or from `state`, what
     an earlier `export_state` of the same estimator on the same anchors returned). Views
@@ -59,6 +74,9 @@ def make_estimator(
         kwargs["views"] = views
     if method in SKETCH:
         kwargs |= {"sketch_dim": sketch_dim, "sketch_seed": sketch_seed}
+    check_grad_autocast(method, grad_autocast)
+    if grad_autocast != "off":
+        kwargs["grad_autocast"] = grad_autocast
     if state is not None:
         if method not in EXPORTS_STATE:
             raise ValueError(f"method {method!r} has no anchor state to load")
