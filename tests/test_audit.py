@@ -68,7 +68,7 @@ def test_compare_reads_the_runs_scores_by_id():
 @pytest.fixture(scope="module")
 def exact_run(bench, tmp_path_factory):
     out = tmp_path_factory.mktemp("exact") / "scores.parquet"
-    run = score(bench, out)
+    run = score(bench, out, "--method", "exact")
     assert run.rc == 0, run.err
     assert "audit" not in read_settings(out)  # exact needs no audit of itself
     return out

@@ -431,6 +431,7 @@ def test_adam_without_warm_up_state_warns(bench, tmp_path) -> None:
     """With no warm-up, the default Adam step starts from a fresh state; the user is told."""
     out = tmp_path / "scores.parquet"
     argv = ["score", bench.pool, "--anchors", bench.anchors, "--out", out]
+    argv += ["--method", "exact"]  # no audit, whose agreement could warn on its own
     run = run_cli(*argv, "--warmup-fraction", "0", *FAST)
     assert run.rc == 0, run.err
     assert "warning: Adam stepped from a fresh state" in run.out
@@ -440,10 +441,11 @@ def test_adam_without_warm_up_state_warns(bench, tmp_path) -> None:
 
 def test_every_estimator_scores_through_the_cli(scored: Scored, tmp_path) -> None:
     """Every --method runs end to end from the saved proxy and records its settings; the
-    default (the `scored` fixture) is the exact utility."""
+    default (the `scored` fixture) is curvature, audited against exact on a sample."""
     b = scored.bench
     default = json.loads(pq.read_schema(scored.scores).metadata[b"stepsift"])
-    assert default["method"] == "exact"
+    assert default["method"] == "curvature"
+    assert default["audit"]["method"] == "exact" and default["audit"]["n"] > 0
     exact = None
     for method in ("exact", "first-order", "curvature", "less"):
         out = tmp_path / f"{method}.parquet"

@@ -20,6 +20,7 @@ pytest.importorskip("ray")
 
 FAST = [
     "--warmup-min-samples", "8", "--warmup-min-steps", "3", "--batch-size", "4",
+    "--method", "exact",  # the engine under test, not the default estimator
     "--quiet", "--seed", "0", "--flush-seconds", "0",
 ]  # fmt: skip
 # the optional columns, all made by default (the bench's anchors carry a `group` field)

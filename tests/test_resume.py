@@ -22,6 +22,7 @@ from stepsift.cli import main
 
 FAST = [
     "--warmup-min-samples", "8", "--warmup-min-steps", "3", "--batch-size", "4",
+    "--method", "exact",  # the engine under test, not the default estimator
     "--flush-seconds", "0", "--quiet", "--seed", "0",
 ]  # fmt: skip
 # the optional columns, all made by default (the bench's anchors carry a `group` field)

@@ -51,8 +51,8 @@ def score(bench, out, *extra):
 
 def test_exact_writes_every_column_and_its_facts(bench, tmp_path):
     out = tmp_path / "scores.parquet"
-    run = score(bench, out, "--anchor-folds", "5", "--anchor-group-field", "meta.task",
-                "--sketch-dim", "16")  # fmt: skip
+    run = score(bench, out, "--method", "exact", "--anchor-folds", "5",
+                "--anchor-group-field", "meta.task", "--sketch-dim", "16")  # fmt: skip
     assert run.rc == 0, run.err
     table = pq.read_table(out)
     facts = read_settings(out)

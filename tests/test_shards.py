@@ -13,6 +13,7 @@ from stepsift.engine.shards import Shard, shard_path, shared_proxy_dir
 
 FAST = [
     "--warmup-min-samples", "8", "--warmup-min-steps", "3", "--batch-size", "4",
+    "--method", "exact",  # the engine under test, not the default estimator
     "--quiet", "--seed", "0",
 ]  # fmt: skip
 # the optional columns, all made by default (the bench's anchors carry a `group` field)

@@ -23,7 +23,7 @@ def argv(data, out, proxy):
         "score", str(data.pool), "--anchors", str(data.anchors), "--out", str(out),
         "--proxy", str(proxy), "--lora-rank", "4", "--params", "lora",
         "--warmup-fraction", "0.5", "--warmup-min-samples", "4", "--warmup-min-steps", "2",
-        "--batch-size", "4", "--flush-seconds", "0", "--quiet",
+        "--batch-size", "4", "--flush-seconds", "0", "--quiet", "--method", "exact",
     ]  # fmt: skip
 
 
