@@ -116,7 +116,7 @@ def measure(proxy: Proxy, batches: list[Batch], anchors: Batch, rule, estimators
 
 def smollm2(candidates: int, anchors_n: int, batch_size: int, out: Path):
     from stepsift.bench.generate import write_text_chat
-    from stepsift.bench.problems import make_clean, make_pool
+    from stepsift.bench.pools import make_clean, make_pool
     from stepsift.data import read_records
     from stepsift.engine.scoring import length_sorted
     from stepsift.proxy.hf import HFProxy

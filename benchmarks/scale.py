@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from stepsift.bench.generate import write_text_chat
-from stepsift.bench.problems import make_clean, make_pool
+from stepsift.bench.pools import make_clean, make_pool
 
 FAST = ["--warmup-fraction", "0", "--optimizer", "sgd", "--quiet", "--seed", "0"]
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from stepsift.bench.generate import write_text_chat
 from stepsift.bench.metrics import noise_auroc, per_type_auroc
-from stepsift.bench.problems import make_clean, make_pool
+from stepsift.bench.pools import make_clean, make_pool
 from stepsift.data import read_records
 from stepsift.engine.scoring import length_sorted
 from stepsift.proxy.hf import HFProxy

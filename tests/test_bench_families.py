@@ -14,7 +14,7 @@ import pytest
 from stepsift.bench import judge as judge_mod
 from stepsift.bench import trainer
 from stepsift.bench.digits import load_bank
-from stepsift.bench.families import FAMILIES, FAMILY_NAMES, extract_boxed, parse_answer
+from stepsift.bench.families import FAMILIES, FAMILY_NAMES, extract_boxed, is_correct, parse_answer
 from stepsift.bench.family_mix import FamilyMix, apportion
 from stepsift.bench.generate import to_llava, write_benchmark
 from stepsift.bench.noise_kinds import (
@@ -23,15 +23,13 @@ from stepsift.bench.noise_kinds import (
     SYSTEMATIC_TYPES,
     systematic_rules,
 )
+from stepsift.bench.pools import make_clean, make_pool
 from stepsift.bench.problems import (
     CONFUSIONS,
     NOISE_TYPES,
     TEMPLATE_BY_NAME,
     extract_answer,
-    is_correct,
     last_computed_value,
-    make_clean,
-    make_pool,
     stated_digits,
 )
 from stepsift.data import read_records

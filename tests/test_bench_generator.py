@@ -14,14 +14,14 @@ import pytest
 from PIL import Image
 
 from stepsift.bench.digits import load_bank
+from stepsift.bench.families import is_correct
 from stepsift.bench.generate import write_benchmark
+from stepsift.bench.pools import make_pool
 from stepsift.bench.problems import (
     NOISE_TYPES,
     TEMPLATE_BY_NAME,
     extract_answer,
-    is_correct,
     last_computed_value,
-    make_pool,
     stated_digits,
 )
 

@@ -10,7 +10,7 @@ import pytest
 from score_files import write_score_file
 
 from stepsift.bench.metrics import flag_quality
-from stepsift.bench.problems import make_pool
+from stepsift.bench.pools import make_pool
 from stepsift.bench.report import diagnostics_lines
 from stepsift.bench.runner import BenchConfig, anchor_diagnostics
 from stepsift.cli import _noise_mix

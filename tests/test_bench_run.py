@@ -16,7 +16,7 @@ from stepsift.bench.demo import demo_config, run_demo
 from stepsift.bench.digits import compose, load_bank, save_png
 from stepsift.bench.generate import to_llava
 from stepsift.bench.judge import JudgeSettings, judge_examples
-from stepsift.bench.problems import make_clean, make_pool
+from stepsift.bench.pools import make_clean, make_pool
 from stepsift.bench.proxy_base import ProxyBaseConfig
 from stepsift.bench.report import RESULT_FIELDS
 from stepsift.bench.runner import BenchConfig, run_bench

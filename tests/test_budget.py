@@ -18,7 +18,7 @@ from stepsift.select.budget import (
     utility_curve,
 )
 from stepsift.select.harmful import Policy
-from stepsift.select.topk import Keep, parse_keep
+from stepsift.select.keep import Keep, parse_keep
 
 
 def ids_for(n: int) -> list[str]:

@@ -8,9 +8,10 @@ from cli_helpers import run_cli
 from score_files import write_pool, write_score_file
 
 from stepsift.select import diverse
+from stepsift.select.decide import decide
 from stepsift.select.harmful import Policy
+from stepsift.select.keep import Keep
 from stepsift.select.score_data import read_score_data
-from stepsift.select.topk import Keep, decide
 
 
 def naive_greedy(utility: np.ndarray, nb: diverse.Neighbours, k: int) -> list[int]:

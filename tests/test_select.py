@@ -11,7 +11,9 @@ import pytest
 
 from stepsift.data import DataValidationError
 from stepsift.engine.store import ScoreRows, write_scores
-from stepsift.select.topk import Keep, choose, parse_keep, select
+from stepsift.select.decide import choose
+from stepsift.select.keep import Keep, parse_keep
+from stepsift.select.topk import select
 
 # --- parse_keep -------------------------------------------------------------------------
 

@@ -10,11 +10,12 @@ import pytest
 from cli_helpers import run_cli
 
 from stepsift.bench.generate import write_text_chat
-from stepsift.bench.problems import make_clean, make_pool
+from stepsift.bench.pools import make_clean, make_pool
 from stepsift.data import write_records
 from stepsift.engine.store import DIGEST_KEY
 from stepsift.select import fast, topk
 from stepsift.select.harmful import Policy
+from stepsift.select.keep import parse_keep
 
 FAST = [
     "--warmup-min-samples", "8", "--warmup-min-steps", "3", "--batch-size", "8",
@@ -55,7 +56,7 @@ def full_path(pool, scores, out, **kw):
 def test_fast_path_writes_what_the_full_path_writes(scored, tmp_path, keep, order, drop):
     pool, scores = scored
     assert pq.read_schema(scores).metadata[b"stepsift"].decode().count(DIGEST_KEY) == 1
-    got = fast.fast_select(pool, scores, topk.parse_keep(keep), tmp_path / "fast.jsonl",
+    got = fast.fast_select(pool, scores, parse_keep(keep), tmp_path / "fast.jsonl",
                            drop_harmful=drop, order=order, skip_invalid=True)  # fmt: skip
     assert got is not None  # it really took the fast path
     want = full_path(pool, scores, tmp_path / "full.jsonl", keep=keep, order=order,
@@ -76,7 +77,7 @@ def test_select_uses_the_fast_path_and_changed_bytes_take_the_full_one(
     assert calls == []
     edited = tmp_path / "pool.jsonl"  # same records, one byte more: no longer vouched for
     edited.write_bytes(pool.read_bytes() + b"\r\n")
-    keep = topk.parse_keep("20%")
+    keep = parse_keep("20%")
     assert fast.fast_select(edited, scores, keep, tmp_path / "x", skip_invalid=True) is None
     # the file has a record scoring rejected: without --skip-invalid, the full path refuses
     assert fast.fast_select(pool, scores, keep, tmp_path / "x") is None
@@ -107,7 +108,7 @@ def test_fast_path_agrees_with_budgets_diverse_and_calibrated_flags(
     columns = pq.read_schema(scores).names
     if policy.diverse and "sketch" not in columns:
         pytest.skip("this score file has no sketch column")
-    got = fast.fast_select(pool, scores, topk.parse_keep(keep), tmp_path / "fast.jsonl",
+    got = fast.fast_select(pool, scores, parse_keep(keep), tmp_path / "fast.jsonl",
                            drop, order, True, policy)  # fmt: skip
     assert got is not None
     plan = topk.plan_selection(pool, scores, keep, drop, True, order, None, policy)

@@ -8,11 +8,13 @@ The Python API mirrors the command line:
 """
 
 from stepsift.data import DataValidationError, Record, read_records, write_records
-from stepsift.engine.scoring import ScoreSettings, ScoreSummary, score
+from stepsift.engine.scoring import ScoreSummary, score
+from stepsift.engine.settings import ScoreSettings
 from stepsift.engine.store import read_scores
 from stepsift.proxy.builtin import BuiltinProxy
 from stepsift.proxy.warmup import WarmupSettings
-from stepsift.select.topk import Keep, Selection, parse_keep, select
+from stepsift.select.keep import Keep, Selection, parse_keep
+from stepsift.select.topk import select
 
 __version__ = "0.1.0"
 

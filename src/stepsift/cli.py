@@ -8,12 +8,8 @@ from pathlib import Path
 
 from stepsift.data import DataValidationError
 from stepsift.engine.scorer import DEFAULT_SGD_LR
-from stepsift.engine.scoring import (
-    DEFAULT_OPTIMIZER,
-    METHODS,
-    ScoreSettings,
-    score,
-)
+from stepsift.engine.scoring import score
+from stepsift.engine.settings import DEFAULT_OPTIMIZER, METHODS, ScoreSettings
 from stepsift.engine.shards import Shard, merge
 from stepsift.proxy.hf_loading import HF_DTYPES, HFOptions
 from stepsift.proxy.warmup import WarmupSettings

@@ -21,8 +21,9 @@ the error processes (`errors`) build wrong replies from; it knows nothing about 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -493,3 +494,12 @@ def get_family(name: str) -> Family:
 def parse_answer(text: str, family: str = "chain") -> int | None:
     """The final value of `text` as `family`'s parser reads it (None: unparsable)."""
     return get_family(family).parse(text)
+
+
+def is_correct(text: str, meta: Mapping[str, Any]) -> bool:
+    """Exact match of the final answer, read by the sample's family's parser (records without
+    a `family` are chain), with the true answer."""
+    family = meta.get("family", "chain")
+    if family == "chain":
+        return extract_answer(text) == meta["answer"]
+    return parse_answer(text, family) == meta["answer"]

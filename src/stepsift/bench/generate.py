@@ -2,7 +2,7 @@
 
 Layout under `out_dir`:
 
-    pool.jsonl     candidates, a fraction of them noisy (see `problems.make_pool`)
+    pool.jsonl     candidates, a fraction of them noisy (see `pools.make_pool`)
     anchors.jsonl  clean problems on dev-split images (the trusted anchor set), each with a
                    `group` field: its problem template, for per-group utilities
     test.jsonl     clean problems on test-split images (never seen in training)
@@ -31,14 +31,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from stepsift.bench.digits import compose, load_bank, save_png
-from stepsift.bench.problems import (
-    DEFAULT_NOISE_RATE,
-    Sample,
-    extract_answer,
-    is_correct,
-    make_clean,
-    make_pool,
-)
+from stepsift.bench.families import is_correct
+from stepsift.bench.pools import make_clean, make_pool
+from stepsift.bench.problems import DEFAULT_NOISE_RATE, Sample, extract_answer
 
 if TYPE_CHECKING:
     from stepsift.bench.family_mix import FamilyMix

@@ -31,7 +31,7 @@ import numpy as np
 
 from stepsift.bench.digits import compose, load_bank
 from stepsift.bench.families import parse_answer
-from stepsift.bench.problems import make_clean
+from stepsift.bench.pools import make_clean
 from stepsift.bench.selectors import SelectionResult
 from stepsift.bench.target import Example, TargetModel, strip_of
 from stepsift.bench.trainer import evaluate, finetune, generate_replies, true_family

@@ -1,6 +1,6 @@
 """The v2 pool and clean sets: families in the mix's exact shares, errors assigned on top.
 
-`make_mixed_pool` (or `problems.make_pool(..., families=FamilyMix(...))`) draws each sample's
+`make_mixed_pool` (or `pools.make_pool(..., families=FamilyMix(...))`) draws each sample's
 family first (exact counts from the mix, shuffled), then which samples are noisy (exactly
 round(n * noise_rate)), then each noisy sample's kind among the kinds its family supports;
 then it draws each sample's problem and reply (`errors` for the noisy ones).

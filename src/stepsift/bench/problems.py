@@ -14,9 +14,9 @@ disagrees with the chain, truncation, off-task text, near-duplicates). The defau
 default mix weighs the six noise types equally. Every sample's `meta` records its noise type
 and the true answer; the scorer never sees it. Anchor (dev) and test problems are always clean.
 
-This module is the single-family (chain) generator. `make_pool(..., families=FamilyMix(...))`
-and `make_clean(..., families={...})` delegate to `stepsift.bench.pool_mix` (generator v2:
-many task families, systematic errors); without `families` the output is what it always was.
+This module is the single-family (chain) generator and the pieces the other families build
+on; `bench/pools.py` chooses between it and the many-family generator v2
+(`bench/pool_mix.py`), and `families.is_correct` grades an answer by its family's parser.
 """
 
 from __future__ import annotations
@@ -24,14 +24,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from stepsift.bench.digits import DigitBank, load_bank
-
-if TYPE_CHECKING:
-    from stepsift.bench.family_mix import FamilyMix
 
 NOISE_TYPES = (
     "misread",
@@ -183,17 +180,6 @@ def extract_answer(text: str) -> int | None:
         return None
     m = _FINAL.fullmatch(finals[-1])
     return int(m.group(1)) if m else None
-
-
-def is_correct(text: str, meta: Mapping[str, Any]) -> bool:
-    """Exact match of the final answer, read by the sample's family's parser (records without
-    a `family` are chain), with the true answer."""
-    family = meta.get("family", "chain")
-    if family == "chain":
-        return extract_answer(text) == meta["answer"]
-    from stepsift.bench.families import parse_answer  # families builds on this module
-
-    return parse_answer(text, family) == meta["answer"]
 
 
 def stated_digits(text: str) -> list[int] | None:
@@ -411,23 +397,14 @@ def _normalise_mix(noise_mix: Mapping[str, float] | None) -> np.ndarray:
     return w / w.sum()
 
 
-def make_pool(
+def make_chain_pool(
     n: int,
     noise_rate: float = DEFAULT_NOISE_RATE,
     noise_mix: Mapping[str, float] | None = None,
     seed: int = 0,
-    families: FamilyMix | None = None,
 ) -> list[Sample]:
-    """`n` pool samples; exactly round(n * noise_rate) of them noisy, types drawn from the mix.
-
-    With `families` (a `family_mix.FamilyMix`), the v2 pool: many task families and
-    systematic errors (`pool_mix.make_mixed_pool`; `noise_mix=None` is then
-    `noise_kinds.DEFAULT_V2_NOISE_MIX`).
-    """
-    if families is not None:
-        from stepsift.bench.pool_mix import make_mixed_pool
-
-        return make_mixed_pool(n, noise_rate, noise_mix, seed, families)
+    """`n` chain pool samples; exactly round(n * noise_rate) of them noisy, types drawn from
+    the mix."""
     if not 0.0 <= noise_rate <= 1.0:
         raise ValueError(f"noise_rate must be in [0, 1], got {noise_rate}")
     weights = _normalise_mix(noise_mix)
@@ -466,25 +443,11 @@ def make_pool(
     return [s for s in samples if s is not None]
 
 
-def make_clean(
-    n: int,
-    split: str,
-    prefix: str,
-    seed: int = 0,
-    stream: str | None = None,
-    families: Mapping[str, float] | None = None,
+def make_chain_clean(
+    n: int, split: str, prefix: str, seed: int = 0, stream: str | None = None
 ) -> list[Sample]:
-    """`n` clean problems on the images of `split` ("dev" for anchors, or "test").
-
-    `stream` names the random stream (default: the split's own); the judge's training set uses
-    "judge" so that its problems on pool-split images are not the pool's problems.
-    `families` (family name -> weight; exact shares) draws from those task families
-    (`pool_mix.make_mixed_clean`); None is the chain problems exactly as before.
-    """
-    if families is not None:
-        from stepsift.bench.pool_mix import make_mixed_clean
-
-        return make_mixed_clean(n, split, prefix, seed, stream, families)
+    """`n` clean chain problems on the images of `split` ("dev" for anchors, or "test");
+    `stream` names the random stream (default: the split's own)."""
     bank = load_bank()
     rng = np.random.default_rng([seed, STREAMS[stream or split]])
     out = []

@@ -51,6 +51,7 @@ from stepsift.bench.metrics import (
 )
 from stepsift.bench.problems import DEFAULT_NOISE_RATE
 from stepsift.bench.proxy_base import ProxyBaseConfig, get_proxy_base
+from stepsift.bench.report import write_reports
 from stepsift.bench.score_runs import (
     ScoreCost,
     ScoreRecipe,
@@ -440,8 +441,6 @@ def training_jobs(cfg: BenchConfig) -> Iterator[tuple[str, float | None, str, in
 
 def run_bench(cfg: BenchConfig) -> list[dict]:
     """Run (or continue) the bench; returns every finished run's row."""
-    from stepsift.bench.report import write_reports  # the report imports this module's types
-
     start = time.perf_counter()
     cfg.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(cfg.out / "config.json", json.dumps(cfg.to_dict(), indent=1) + "\n")

@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 
 from stepsift.data.atomic import atomic_write_text
-from stepsift.engine.scoring import ScoreSettings, score
+from stepsift.engine.scoring import score
+from stepsift.engine.settings import ScoreSettings
 from stepsift.engine.store import read_settings
 from stepsift.proxy.loading import load_saved_proxy
 from stepsift.proxy.warmup import WarmupSettings

@@ -34,7 +34,7 @@ A judge selector (built with the benchmark's target model, elsewhere) fits the s
 it receives the pool records (turns and images; no metadata), the keep fraction, and a judge
 callable mapping a batch of records to one float each (the target model's rating of the answer,
 higher is better); it keeps the top floor(fraction * n) by rating, ties broken by id through
-`select.topk.rank`, and returns a `SelectionResult` whose `select_seconds` includes the judging.
+`select.keep.rank`, and returns a `SelectionResult` whose `select_seconds` includes the judging.
 """
 
 from __future__ import annotations
@@ -56,9 +56,10 @@ from stepsift.data.record import Record, Turn
 from stepsift.engine.store import read_scores
 from stepsift.proxy.base import Proxy
 from stepsift.proxy.byte_tokenizer import PAD
+from stepsift.select.decide import choose, decide
 from stepsift.select.harmful import Policy
+from stepsift.select.keep import Keep, rank
 from stepsift.select.score_data import score_columns, score_data
-from stepsift.select.topk import Keep, choose, decide, rank
 
 
 @dataclass

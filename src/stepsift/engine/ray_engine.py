@@ -24,6 +24,7 @@ from stepsift.data import read_records
 from stepsift.data.index import RecordIndex
 from stepsift.data.spans import SpanReader
 from stepsift.engine.scorer import Scorer
+from stepsift.engine.settings import DTYPES, ScoreSettings
 from stepsift.engine.store import ScoreRows
 from stepsift.proxy.loading import load_saved_proxy
 
@@ -33,7 +34,9 @@ FACTS = "__facts"  # a column carrying the estimator's facts (JSON), same on eve
 class ScoreActor:
     """One Ray worker: the run's saved proxy and estimator, built once."""
 
-    def __init__(self, settings, spans: SpanReader, anchors: str, proxy_dir: str, dtype):
+    def __init__(
+        self, settings: ScoreSettings, spans: SpanReader, anchors: str, proxy_dir: str, dtype
+    ):
         import torch
 
         torch.manual_seed(settings.seed)
@@ -70,7 +73,7 @@ def start_ray(address: str | None) -> bool:
 
 
 def score_on_ray(
-    settings,
+    settings: ScoreSettings,
     pool: RecordIndex,
     anchors: Path,
     proxy_dir: Path,
@@ -79,8 +82,6 @@ def score_on_ray(
     """Score `todo` (the run's remaining batches, as positions in `pool`) on Ray; yield
     (rows, estimator facts) as results stream back, in no fixed order."""
     import ray
-
-    from stepsift.engine.scoring import DTYPES
 
     if not todo:
         return

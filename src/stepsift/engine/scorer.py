@@ -8,19 +8,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from stepsift.data.record import Record
 from stepsift.engine.anchor_state import load_or_build, state_fingerprint, state_path
+from stepsift.engine.settings import ScoreSettings
 from stepsift.engine.store import OPTIONAL_COLUMNS, ScoreRows
 from stepsift.proxy.base import Proxy
 from stepsift.utility.anchor_views import AnchorViews, build_views
 from stepsift.utility.base import UtilityEstimator
 from stepsift.utility.registry import EXPORTS_STATE, make_estimator
 from stepsift.utility.steps import StepRule, make_step_rule
-
-if TYPE_CHECKING:
-    from stepsift.engine.scoring import ScoreSettings
 
 # SGD has no natural step size; when the user picks SGD without --lr this one is used.
 # (benchmarks/step_size_sweep.py measures SGD and Adam; see benchmarks/RESULTS.md.)

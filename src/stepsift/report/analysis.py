@@ -10,8 +10,8 @@ import numpy as np
 from stepsift.report.gather import ReportData
 from stepsift.report.plots import HARMFUL, HELPFUL, Mark
 from stepsift.select.budget import AutoCut, UtilityCurve, explain_auto_cut, utility_curve
+from stepsift.select.keep import Keep
 from stepsift.select.reliability import Reliability, split_half_reliability
-from stepsift.select.topk import Keep
 
 FIXED_MARKS = (("top 20%", 0.2), ("top 50%", 0.5))
 

@@ -21,8 +21,8 @@ from stepsift.data import Record
 from stepsift.data.index import index_records
 from stepsift.engine.store import read_scores, read_settings
 from stepsift.select.harmful import Policy, harmful_flags
+from stepsift.select.keep import rank
 from stepsift.select.score_data import ScoreData, matrix_column, score_data
-from stepsift.select.topk import rank
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from stepsift.select.keep import rank
+
 KNEE_MIN_GAP = 0.05  # below this height above the chord the curve has no knee worth cutting at
 
 
@@ -68,8 +70,6 @@ class AutoCut:
 
 def utility_curve(ids: list[str], utility: np.ndarray, tokens: np.ndarray) -> UtilityCurve:
     """The cumulative curve along `select`'s ranking (utility descending, ties by id)."""
-    from stepsift.select.topk import rank  # topk builds on this module
-
     utility = np.asarray(utility, dtype=np.float64)
     cost = np.maximum(np.asarray(tokens, dtype=np.float64), 0.0)
     if len(utility) != len(ids) or len(cost) != len(ids):

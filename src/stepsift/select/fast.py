@@ -24,9 +24,10 @@ from stepsift.engine.store import (
     read_scores,
     read_settings,
 )
+from stepsift.select.decide import decide
 from stepsift.select.harmful import Policy
+from stepsift.select.keep import Keep, Selection
 from stepsift.select.score_data import score_data
-from stepsift.select.topk import Keep, Selection, decide
 
 BOM = b"\xef\xbb\xbf"
 
