@@ -13,18 +13,18 @@ from stepsift.bench.metrics import flag_quality
 from stepsift.bench.pools import make_pool
 from stepsift.bench.report import diagnostics_lines
 from stepsift.bench.runner import BenchConfig, anchor_diagnostics
-from stepsift.cli import _noise_mix
+from stepsift.cli.list_args import noise_mix
 
 
 def test_noise_mix_makes_a_near_duplicate_heavy_pool() -> None:
-    mix = _noise_mix("near_duplicate=8,misread=1,arithmetic=1")
+    mix = noise_mix("near_duplicate=8,misread=1,arithmetic=1")
     assert mix == {"near_duplicate": 8.0, "misread": 1.0, "arithmetic": 1.0}
     pool = make_pool(400, 0.5, mix, seed=0)
     tags = [s.meta["noise"] for s in pool]
     assert tags.count("near_duplicate") > 0.6 * 200  # 8/10 of the noisy half, about 160
     assert set(tags) == {"clean", "near_duplicate", "misread", "arithmetic"}
     with pytest.raises(Exception, match="NAME=WEIGHT"):
-        _noise_mix("near_duplicate")
+        noise_mix("near_duplicate")
 
 
 def test_plan_has_ost_auto_once_and_ost_diverse_at_the_fractions(tmp_path) -> None:

@@ -193,9 +193,9 @@ def test_bench_command_rejects_unknown_methods(tmp_path: Path, capsys) -> None:
 
 
 def test_fraction_lists_accept_percentages() -> None:
-    from stepsift.cli import _floats
+    from stepsift.cli.list_args import floats
 
-    assert _floats("10%, 0.2,50%") == (0.1, 0.2, 0.5)
+    assert floats("10%, 0.2,50%") == (0.1, 0.2, 0.5)
 
 
 def test_judge_examples_read_exactly_like_the_records_it_judges(tmp_path: Path) -> None:
