@@ -12,6 +12,10 @@ pool (as `stepsift score` does, shortened) so that Adam has a state to continue.
     python benchmarks/scoring_speed_smollm2.py --params lora --json runs/smollm2_lora.json
     python benchmarks/scoring_speed_smollm2.py --params all --rules "sgd 0.01,adam" \\
         --methods "first-order,curvature,forward K=1,ToV-style" --json runs/smollm2_all.json
+
+`--no-agreement` skips the agreement phase (every method scores the pool once per rule,
+against exact) and only times the methods under the default rule: the cost columns alone,
+for when the whole run does not fit the time at hand.
 """
 
 from __future__ import annotations
@@ -93,6 +97,12 @@ def main() -> None:
         action="store_true",
         help="skip the peak-memory probes (a fresh process per method, each loading SmolLM2 again)",
     )
+    ap.add_argument(
+        "--no-agreement",
+        action="store_true",
+        help="skip the agreement with exact (each rule scores the pool with every method): "
+        "timing only",
+    )
     ap.add_argument("--memory-probe", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     proxy, batches, anchors = setup(
@@ -126,7 +136,7 @@ def main() -> None:
     agreement: dict = {}
     setup_seconds: dict[str, float] = {}
     failures: dict[str, str] = {}
-    for rule_name, rule in rules.items():
+    for rule_name, rule in {} if args.no_agreement else rules.items():
         exact = scores(ExactUtility(proxy, anchors, rule), batches)
         for method in methods:
             start = time.perf_counter()
