@@ -63,10 +63,13 @@ METHODS = {
 
 def setup(params: str, candidates: int, anchors_n: int, batch_size: int, out: Path):
     out.mkdir(parents=True, exist_ok=True)
-    if not (out / "pool.jsonl").is_file():
-        write_text_chat(make_pool(candidates, 0.4, seed=0), out / "pool.jsonl")
-        write_text_chat(make_clean(anchors_n, "dev", "anchor", seed=0), out / "anchors.jsonl")
-    pool = length_sorted(read_records(out / "pool.jsonl").records)
+    # named by size: a run with other --candidates/--anchors must not reuse another's files
+    pool_path, anchors_path = out / f"pool-{candidates}.jsonl", out / f"anchors-{anchors_n}.jsonl"
+    if not pool_path.is_file():
+        write_text_chat(make_pool(candidates, 0.4, seed=0), pool_path)
+    if not anchors_path.is_file():
+        write_text_chat(make_clean(anchors_n, "dev", "anchor", seed=0), anchors_path)
+    pool = length_sorted(read_records(pool_path).records)
     torch.manual_seed(0)  # the LoRA adapters' start
     lora = 8 if params == "lora" else 0
     proxy = HFProxy(smollm2_folder(), HFOptions(gguf_file=GGUF, lora_rank=lora))
@@ -75,7 +78,7 @@ def setup(params: str, candidates: int, anchors_n: int, batch_size: int, out: Pa
     warm_up(proxy, pool, WarmupSettings(fraction=0.0001, min_samples=16, min_steps=8,
                                         batch_size=4), progress=False)  # fmt: skip
     batches = [proxy.collate(pool[s : s + batch_size]) for s in range(0, len(pool), batch_size)]
-    return proxy, batches, proxy.collate(read_records(out / "anchors.jsonl").records)
+    return proxy, batches, proxy.collate(read_records(anchors_path).records)
 
 
 def main() -> None:
