@@ -20,17 +20,13 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
+from stepsift.engine.audit import top_overlap
 from stepsift.engine.store import read_scores, read_settings
 
 
 def utilities(path: Path) -> dict[str, float]:
     table = read_scores(path).to_pydict()
     return dict(zip(table["id"], table["utility"], strict=True))
-
-
-def top_overlap(reference: np.ndarray, estimate: np.ndarray, fraction: float) -> float:
-    k = max(1, int(len(reference) * fraction))
-    return len(set(np.argsort(-reference)[:k]) & set(np.argsort(-estimate)[:k])) / k
 
 
 def compare(reference: Path, estimate: Path, fraction: float = 0.2) -> dict:

@@ -46,17 +46,18 @@ def per_sample_grads(
     if autocast not in AUTOCASTS:
         raise ValueError(f"unknown autocast {autocast!r}; choose one of {AUTOCASTS}")
     if autocast == "off":
-        return full_precision_grads(proxy, params, tensors)
+        return grads_by_mode(proxy, params, tensors)
     with torch.autocast(proxy.device.type, dtype=torch.bfloat16):
-        grads, losses = full_precision_grads(proxy, params, tensors)
+        grads, losses = grads_by_mode(proxy, params, tensors)
     # the layer read-off returns its products' dtype; callers expect the parameters'
     return {n: g.to(params[n].dtype) for n, g in grads.items()}, losses.float()
 
 
-def full_precision_grads(
+def grads_by_mode(
     proxy: Proxy, params: Params, tensors: Mapping[str, Tensor]
 ) -> tuple[Params, Tensor]:
-    """`per_sample_grads` in whatever precision is in force (autocast or none)."""
+    """`per_sample_grads` the way the proxy's mode picks (read-off, vmap or loop), in whatever
+    precision is in force (autocast or none)."""
     plan = tap_plan(proxy, params)
     if plan is not None and proxy.rows_are_samples(tensors):
         n = next(iter(tensors.values())).shape[0]
