@@ -15,7 +15,12 @@ from stepsift.proxy.warmup import WarmupSettings
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("score", help="score every candidate's one-step utility")
-    p.add_argument("candidates", type=Path, help="candidate pool (JSONL or JSON array)")
+    p.add_argument(
+        "candidates",
+        type=Path,
+        help="candidate pool: JSONL or a JSON array, or Parquet/Arrow (a .parquet file, a "
+        "folder of shards, a quoted glob, or a datasets save_to_disk folder)",
+    )
     p.add_argument("--anchors", type=Path, required=True, help="trusted anchor set (same formats)")
     p.add_argument("--out", type=Path, required=True, help="score file to write (.parquet)")
     p.add_argument(

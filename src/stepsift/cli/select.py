@@ -13,7 +13,11 @@ from stepsift.select.topk import select
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("select", help="write the top candidates by utility, in the input's format")
-    p.add_argument("candidates", type=Path)
+    p.add_argument(
+        "candidates",
+        type=Path,
+        help="the pool that was scored; Parquet/Arrow input is written as one --out *.parquet",
+    )
     p.add_argument("--scores", type=Path, required=True)
     p.add_argument(
         "--keep",

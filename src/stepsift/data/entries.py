@@ -43,6 +43,7 @@ class Entry:
     offset: int = -1  # byte offset of `raw` in the file
     length: int = 0  # byte length of `raw`
     fatal: bool = False  # the whole file is unusable (see the module docstring)
+    row_group: int | None = None  # a Parquet/Arrow row: its row group; `line` is its row
 
 
 def json_error(e: Exception) -> str:

@@ -65,8 +65,9 @@ class Issue:
 
 @dataclass(frozen=True)
 class ImageRef:
-    path: str  # as written in the record, unresolved
+    path: str  # as written in the record, unresolved ("" or a name when `data` is given)
     field: str  # where it was written, for error messages
+    data: bytes | None = None  # embedded image bytes, if any
 
 
 @dataclass
@@ -194,21 +195,50 @@ def _parse_image_list(obj: dict[str, Any], rec: ParsedRecord) -> str | None:
         return "images"
     key = keys[0]
     value = obj[key]
-    if isinstance(value, str):
-        rec.images.append(ImageRef(value, key))
+    if isinstance(value, (str, dict)):
+        _add_image(value, key, rec)
     elif isinstance(value, list):
         for i, item in enumerate(value):
-            # HF datasets' Image feature exports {"path": ..., "bytes": ...}.
-            path = item.get("path") if isinstance(item, dict) else item
-            if isinstance(path, str):
-                rec.images.append(ImageRef(path, f"{key}[{i}]"))
-            else:
-                msg = f"expected an image path string, got {type_name(item)}"
-                rec.issues.append(Issue(f"{key}[{i}]", msg))
+            _add_image(item, f"{key}[{i}]", rec)
     else:
         msg = f"expected an image path or a list of paths, got {type_name(value)}"
         rec.issues.append(Issue(key, msg))
     return key
+
+
+def _add_image(value: Any, where: str, rec: ParsedRecord) -> None:
+    if (ref := image_ref(value, where, rec)) is not None:
+        rec.images.append(ref)
+
+
+def image_ref(value: Any, where: str, rec: ParsedRecord) -> ImageRef | None:
+    """A path string, or the `{"bytes", "path"}` struct of HF datasets' Image feature (as
+    Parquet/Arrow rows and their JSON exports hold it): bytes win, else the path is used."""
+    if isinstance(value, str):
+        return ImageRef(value, where)
+    if isinstance(value, dict) and ("bytes" in value or "path" in value):
+        data, path = value.get("bytes"), value.get("path")
+        if isinstance(data, (bytes, bytearray)):
+            name = path if isinstance(path, str) else ""
+            return ImageRef(name, f"{where}.bytes", bytes(data))
+        if data is not None:
+            msg = f"expected image bytes, got {type_name(data)}"
+            rec.issues.append(Issue(f"{where}.bytes", msg))
+            return None
+        if isinstance(path, str):
+            return ImageRef(path, f"{where}.path")
+        msg = "image struct has neither bytes nor a path" if path is None else (
+            f"expected an image path string, got {type_name(path)}"
+        )  # fmt: skip
+        rec.issues.append(Issue(where, msg))
+        return None
+    if isinstance(value, dict):
+        keys = ", ".join(short_repr(str(k), 20) for k in list(value)[:5]) or "none"
+        msg = f"expected an image path or a {{'bytes', 'path'}} struct; got keys {keys}"
+    else:
+        msg = f"expected an image path string, got {type_name(value)}"
+    rec.issues.append(Issue(where, msg))
+    return None
 
 
 def image_path_issue(path: str) -> str | None:
@@ -223,6 +253,8 @@ def image_path_issue(path: str) -> str | None:
 
 
 def _check_image_ref(ref: ImageRef, rec: ParsedRecord) -> None:
+    if ref.data is not None:
+        return  # embedded: its bytes are checked by the reader, its path never opened
     msg = image_path_issue(ref.path)
     if msg:
         rec.issues.append(Issue(ref.field, msg))
@@ -393,6 +425,8 @@ def _parse_part(
             value = part.get(k)
             if isinstance(value, str):
                 return ImageRef(value.removeprefix("file://"), f"{path}.{k}")
+            if k == "image" and isinstance(value, dict):
+                return image_ref(value, f"{path}.image", rec)
             if value is not None:
                 msg = f"expected an image path string, got {type_name(value)}"
                 rec.issues.append(Issue(f"{path}.{k}", msg))

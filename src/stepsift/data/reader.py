@@ -1,4 +1,5 @@
-"""Read a JSONL or JSON-array data file into `Record`s, collecting every problem found.
+"""Read a JSONL or JSON-array data file into `Record`s, collecting every problem found
+(`inputs.read_records` reads Parquet/Arrow tables too).
 
 Data errors never raise: each one becomes a `Problem` naming file, line and field, and the
 record it belongs to is left out. Callers decide what to do (usually raise
@@ -10,7 +11,7 @@ from __future__ import annotations
 import os
 from collections import Counter, OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .entries import Entry, container_of, iter_entries
@@ -22,8 +23,8 @@ from .formats import (
     short_repr,
     unknown_format_message,
 )
-from .images import check_image
-from .record import Problem, Record, Source
+from .images import EmbeddedImage, ImageSource, check_image
+from .record import Problem, Record, Source, location
 
 
 @dataclass
@@ -31,7 +32,7 @@ class ReadResult:
     records: list[Record]
     problems: list[Problem]
     format: str  # the file's record format, e.g. "llava"; "unknown" if none was recognised
-    container: str  # "jsonl" or "json"
+    container: str  # "jsonl", "json", or for a table "parquet" / "arrow"
     truncated: bool = False  # True when reading stopped at `max_problems`
 
     def raise_for_problems(self) -> None:
@@ -54,7 +55,7 @@ def format_problems(problems: list[Problem], limit: int = 20) -> str:
     for p in problems[:limit]:
         rid = f" (id {p.record_id})" if p.record_id else ""
         where = f" {p.field}:" if p.field else ""
-        lines.append(f"{p.file}:{p.line}{rid}:{where} {p.message}")
+        lines.append(f"{location(p.file, p.line, p.row_group)}{rid}:{where} {p.message}")
     if len(problems) > limit:
         lines.append(f"... and {len(problems) - limit} more")
     return "\n".join(lines)
@@ -74,7 +75,7 @@ class _Collector:
             self.problems.append(problem)
 
 
-def read_records(
+def read_json_records(
     path: str | os.PathLike[str],
     image_root: str | os.PathLike[str] | None = None,
     *,
@@ -115,25 +116,37 @@ class FileScan:
         if self.fatal is not None:
             self.out.add(self.fatal)
             return
-        image_errors = _RecentImages()  # datasets reuse images: check each once, mostly
-        first_line: dict[str, int] = {}
+        context = EntryContext(self.file, self.format, self.base, self.explicit_root,
+                               self.check_images, self.out)  # fmt: skip
         for entry in iter_entries(self.file, self.container):
             if self.out.full:
                 self.truncated = True
                 return
-            record = _read_entry(
-                entry,
-                self.file,
-                self.format,
-                self.base,
-                self.explicit_root,
-                self.check_images,
-                image_errors,
-                first_line,
-                self.out,
-            )
+            record = read_entry(entry, context)
             if record is not None:
                 yield entry, record
+
+
+@dataclass
+class EntryContext:
+    """What validating one entry needs besides the entry: its file, the file's format, where
+    images resolve, and what the pass has seen so far (ids, checked images, problems). A
+    table of several shards shares one (`replace` the file and id prefix per shard)."""
+
+    file: Path
+    format: str
+    base: Path
+    explicit_root: bool
+    check_images: bool
+    out: _Collector
+    id_prefix: str = ""  # default ids are f"{id_prefix}:{line}"; "" means the file's stem
+    first_seen: dict[str, str] = field(default_factory=dict)  # id -> where it was first used
+    image_errors: _RecentImages = field(default_factory=lambda: _RecentImages())
+
+    def where(self, entry: Entry) -> str:
+        if entry.row_group is None:
+            return f"line {entry.line}"
+        return location(self.file, entry.line, entry.row_group)
 
 
 class _RecentImages(OrderedDict):
@@ -177,48 +190,47 @@ def scan_file(
     )
 
 
-def _read_entry(
-    entry: Entry,
-    file: Path,
-    file_fmt: str,
-    base: Path,
-    explicit_root: bool,
-    check_images: bool,
-    image_errors: dict[Path, str | None],
-    first_line: dict[str, int],
-    out: _Collector,
-) -> Record | None:
+def read_entry(entry: Entry, ctx: EntryContext) -> Record | None:
+    """The entry's record, or None with every problem it has sent to `ctx.out`."""
     if entry.problem is not None:
-        out.add(entry.problem)
+        ctx.out.add(entry.problem)
         return None
-    obj = entry.obj
+    obj, file = entry.obj, ctx.file
     rid, _ = record_id(obj)
     found: list[str] = []  # counted here: the collector may be full and drop problems
 
     def problem(field_name: str, message: str) -> None:
         found.append(message)
-        out.add(Problem(file, entry.line, field_name, message, rid, entry.raw))
+        ctx.out.add(Problem(file, entry.line, field_name, message, rid, entry.raw, entry.row_group))
 
     if rid is not None:
-        if rid in first_line:
-            problem("id", f"duplicate id {short_repr(rid)}: first used on line {first_line[rid]}")
+        if rid in ctx.first_seen:
+            problem("id", f"duplicate id {short_repr(rid)}: first used on {ctx.first_seen[rid]}")
         else:
-            first_line[rid] = entry.line
+            ctx.first_seen[rid] = ctx.where(entry)
     fmt = detect_format(obj)
-    if fmt == "sharegpt" and file_fmt == "openai":
+    if fmt == "sharegpt" and ctx.format == "openai":
         fmt = "openai"  # string content is valid OpenAI-style too; one text-only row is fine
     if fmt is None:
         problem("", unknown_format_message(obj))
         return None
-    if fmt != file_fmt:
-        problem("", f"record is in {fmt!r} format but the file is {file_fmt!r}; use one format")
+    if fmt != ctx.format:
+        problem("", f"record is in {fmt!r} format but the file is {ctx.format!r}; use one format")
         return None
 
     parsed = parse_record(obj, fmt)
     for issue in parsed.issues:
         problem(issue.field, issue.message)
-    images: list[Path] = []
+    images: list[ImageSource] = []
     for ref in parsed.images:
+        if ref.data is not None:  # embedded in a Parquet/Arrow row: nothing to resolve
+            where = f"{location(file, entry.line, entry.row_group)}, column {ref.field}"
+            image = EmbeddedImage(ref.data, where)
+            images.append(image)
+            if ctx.check_images and (why := check_image(image)):
+                problem(ref.field, why)
+            continue
+        base = ctx.base
         resolved = base / ref.path  # an absolute ref.path replaces base
         images.append(resolved)
         if image_path_issue(ref.path):
@@ -228,44 +240,50 @@ def _read_entry(
             # path as written, since the data file controls it. Absolute paths are explicit and
             # allowed, and symlinks under the root are followed: they are the user's own
             # layout (e.g. LLaVA's playground/data/coco -> /datasets/coco).
-            where = f"the image root {base}" if explicit_root else f"the data file's folder {base}"
+            what = "the image root" if ctx.explicit_root else "the data file's folder"
             problem(
                 ref.field,
-                f"relative image path {short_repr(ref.path)} climbs out of {where} with '..'; "
-                "give an image root that contains the images, or an absolute path",
+                f"relative image path {short_repr(ref.path)} climbs out of {what} {base} "
+                "with '..'; give an image root that contains the images, or an absolute path",
             )
             continue
-        if check_images:
-            if resolved not in image_errors:
-                image_errors[resolved] = check_image(resolved)
-            if image_errors[resolved]:
-                problem(ref.field, image_errors[resolved])
+        if ctx.check_images:
+            if resolved not in ctx.image_errors:
+                ctx.image_errors[resolved] = check_image(resolved)
+            if ctx.image_errors[resolved]:
+                problem(ref.field, ctx.image_errors[resolved])
     if found:
         return None
-    return _record(obj, rid, parsed, images, file, entry, fmt)
+    return _record(obj, rid, parsed, images, entry, ctx, fmt)
 
 
 def _record(
-    obj: dict, rid: str | None, parsed, images: list[Path], file: Path, entry: Entry, fmt: str
+    obj: dict, rid: str | None, parsed, images: list, entry: Entry, ctx: EntryContext, fmt: str
 ) -> Record:
+    prefix = ctx.id_prefix or ctx.file.stem
     return Record(
-        id=rid if rid is not None else f"{file.stem}:{entry.line}",
+        id=rid if rid is not None else f"{prefix}:{entry.line}",
         turns=tuple(parsed.turns),
         images=tuple(images),
-        source=Source(file, entry.line),
+        source=Source(ctx.file, entry.line, entry.row_group),
         format=fmt,
         raw=entry.raw,
         metadata=parsed.metadata,
     )
 
 
-def rebuild_record(entry: Entry, file: Path, fmt: str, base: Path) -> Record:
+def rebuild_record(entry: Entry, ctx: EntryContext) -> Record:
     """The `Record` of an entry that a validating pass already accepted (no checks again:
-    used to read a record back from its byte span)."""
+    used to read a record back from where the pass found it)."""
     rid, _ = record_id(entry.obj)
-    parsed = parse_record(entry.obj, fmt)
-    images = [base / ref.path for ref in parsed.images]
-    return _record(entry.obj, rid, parsed, images, file, entry, fmt)
+    parsed = parse_record(entry.obj, ctx.format)
+    images = [
+        EmbeddedImage(ref.data, f"{location(ctx.file, entry.line, entry.row_group)}, "
+                                f"column {ref.field}")
+        if ref.data is not None else ctx.base / ref.path
+        for ref in parsed.images
+    ]  # fmt: skip
+    return _record(entry.obj, rid, parsed, images, entry, ctx, ctx.format)
 
 
 def _majority(counts: Counter[str]) -> str:

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .images import ImageSource
+
 ROLES = ("system", "user", "assistant")
 
 
@@ -24,15 +26,23 @@ class Turn:
     supervised: bool = False
 
 
+def location(file: Path, line: int, row_group: int | None) -> str:
+    """`file:line` for JSON input; `file: row group G, row R` for Parquet/Arrow input."""
+    if row_group is None:
+        return f"{file}:{line}" if line > 0 else str(file)  # line 0: the file as a whole
+    return f"{file}: row group {row_group}, row {line}"
+
+
 @dataclass(frozen=True)
 class Source:
     """Where a record came from, for error messages and write-back."""
 
     file: Path
-    line: int  # 1-based line on which the record starts
+    line: int  # 1-based line on which the record starts; in a table, the 0-based row
+    row_group: int | None = None  # the Parquet row group (Arrow record batch) of a table row
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}"
+        return location(self.file, self.line, self.row_group)
 
 
 @dataclass(frozen=True)
@@ -45,7 +55,7 @@ class Record:
 
     id: str
     turns: tuple[Turn, ...]
-    images: tuple[Path, ...]
+    images: tuple[ImageSource, ...]  # files, or images embedded in a Parquet/Arrow row
     source: Source
     format: str
     raw: str
@@ -66,9 +76,11 @@ class Problem:
     message: str
     record_id: str | None = None
     raw: str | None = None
+    row_group: int | None = None  # set for a Parquet/Arrow row; `line` is then its row
 
     def __str__(self) -> str:
-        where = f"{self.file}:{self.line}"
-        what = f" field '{self.field}'" if self.field else ""
+        where = location(self.file, self.line, self.row_group)
+        kind = "field" if self.row_group is None else "column"
+        what = f" {kind} '{self.field}'" if self.field else ""
         rid = f" (id {self.record_id})" if self.record_id else ""
         return f"{where}{rid}:{what} {self.message}".replace(": ", ": ", 1)

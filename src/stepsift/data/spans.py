@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .entries import Entry
-from .reader import rebuild_record
+from .reader import EntryContext, _Collector, rebuild_record
 from .record import Record
 
 
@@ -22,15 +22,22 @@ class SpanReader:
     format: str  # the file's record format, as its validating pass found it
     base: Path  # where relative image paths resolve
 
-    def read(
-        self, offsets: Sequence[int], lengths: Sequence[int], lines: Sequence[int]
-    ) -> list[Record]:
-        """The records whose JSON text lies at these byte spans, starting on these lines."""
+    grouped = False  # any order reads alike: records are read one by one from their spans
+
+    def resolved(self) -> SpanReader:
+        """The same reader with absolute paths (for workers with another directory)."""
+        return SpanReader(self.file.resolve(), self.format, self.base.resolve())
+
+    def read(self, where: Sequence, lines: Sequence[int]) -> list[Record]:
+        """The records whose JSON text lies at these (byte offset, length) spans, starting
+        on these lines."""
+        offsets, lengths = ([int(w[k]) for w in where] for k in (0, 1))
         out = []
+        context = EntryContext(self.file, self.format, self.base, False, False, _Collector(0))
         with open(self.file, "rb") as fh:
             for offset, length, line in zip(offsets, lengths, lines, strict=True):
                 fh.seek(int(offset))
                 raw = fh.read(int(length)).decode("utf-8")
                 entry = Entry(int(line), raw, json.loads(raw), offset=int(offset))
-                out.append(rebuild_record(entry, self.file, self.format, self.base))
+                out.append(rebuild_record(entry, context))
         return out

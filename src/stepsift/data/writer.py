@@ -38,18 +38,21 @@ def write_records(
 def write_rejected(problems: Iterable[Problem], out_path: str | os.PathLike[str]) -> int:
     """Write one JSONL line per rejected record (not per problem), so that scored plus
     rejected adds up to the input: {"file", "line", "id", "field", "problem", "problems",
-    "raw"}. `field` and `problem` are the first problem's; `problems` lists them all.
+    "raw"}, plus "row_group" for a Parquet/Arrow row (whose "line" is then its 0-based row,
+    and "raw" the row as JSON with embedded bytes summarised). `field` and `problem` are
+    the first problem's; `problems` lists them all.
 
     `raw` is kept as a string because the rejected text may not be valid JSON.
     """
-    by_record: dict[tuple[str, int], list[Problem]] = {}
+    by_record: dict[tuple[str, int | None, int], list[Problem]] = {}
     for p in problems:
-        by_record.setdefault((str(p.file), p.line), []).append(p)
+        by_record.setdefault((str(p.file), p.row_group, p.line), []).append(p)
     lines = [
         json.dumps(
             {
                 "file": file,
                 "line": line,
+                **({} if group is None else {"row_group": group}),
                 "id": found[0].record_id,
                 "field": found[0].field,
                 "problem": "; ".join(p.message for p in found),
@@ -58,7 +61,7 @@ def write_rejected(problems: Iterable[Problem], out_path: str | os.PathLike[str]
             },
             ensure_ascii=False,
         )
-        for (file, line), found in by_record.items()
+        for (file, group, line), found in by_record.items()
     ]
     atomic_write_text(Path(out_path), "".join(line + "\n" for line in lines))
     return len(lines)

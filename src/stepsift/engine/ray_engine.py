@@ -23,6 +23,7 @@ import numpy as np
 from stepsift.data import read_records
 from stepsift.data.index import RecordIndex
 from stepsift.data.spans import SpanReader
+from stepsift.data.table_reader import TableRowReader
 from stepsift.engine.scorer import Scorer
 from stepsift.engine.settings import DTYPES, ScoreSettings
 from stepsift.engine.store import ScoreRows
@@ -35,12 +36,17 @@ class ScoreActor:
     """One Ray worker: the run's saved proxy and estimator, built once."""
 
     def __init__(
-        self, settings: ScoreSettings, spans: SpanReader, anchors: str, proxy_dir: str, dtype
+        self,
+        settings: ScoreSettings,
+        reader: SpanReader | TableRowReader,
+        anchors: str,
+        proxy_dir: str,
+        dtype,
     ):
         import torch
 
         torch.manual_seed(settings.seed)
-        self.spans = spans  # each batch's records are read from their byte spans
+        self.reader = reader  # each batch's records are read from where the index found them
         anchor_records = read_records(Path(anchors), settings.image_root).records
         proxy = load_saved_proxy(Path(proxy_dir))
         proxy.model.to(dtype)
@@ -49,9 +55,8 @@ class ScoreActor:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = ScoreRows()
-        spans = zip(batch["offsets"], batch["lengths"], batch["lines"], strict=True)
-        for where in spans:  # usually one stepsift batch per Ray batch
-            rows = self.scorer(self.spans.read(*where))
+        for where, lines in zip(batch["where"], batch["lines"], strict=True):
+            rows = self.scorer(self.reader.read(where, lines))  # one stepsift batch, usually
             out.add(vars(rows))
         facts = json.dumps(self.scorer.facts())
         # every column, the optional ones (fold_utility, sketch, ...) as 2-D arrays
@@ -86,13 +91,9 @@ def score_on_ray(
     if not todo:
         return
     started = start_ray(settings.ray_address)
-    # a batch travels as its records' byte spans, and each actor reads just those records
-    items = [
-        {"offsets": pool.offsets[b], "lengths": pool.lengths[b], "lines": pool.lines[b]}
-        for b in todo
-    ]
-    spans = pool.reader
-    spans = replace(spans, file=spans.file.resolve(), base=spans.base.resolve())
+    # a batch travels as where its records are, and each actor reads just those records
+    items = [{"where": pool.where[b], "lines": pool.lines[b]} for b in todo]
+    reader = pool.reader.resolved()
     actor_settings = replace(settings, progress=False)  # no progress bars in the actors
     workers = min(settings.workers, len(items))
     dataset = ray.data.from_items(items, override_num_blocks=len(items))
@@ -100,7 +101,7 @@ def score_on_ray(
         ScoreActor,
         fn_constructor_kwargs={
             "settings": actor_settings,
-            "spans": spans,
+            "reader": reader,
             "anchors": str(Path(anchors).resolve()),
             "proxy_dir": str(Path(proxy_dir).resolve()),
             "dtype": DTYPES[settings.dtype],

@@ -40,6 +40,7 @@ from stepsift.engine.store import (
     REJECTED_KEY,
     PartStore,
     ScoreRows,
+    data_files,
     file_digest,
     fingerprint,
     read_scores,
@@ -266,7 +267,7 @@ def hf_decisive(settings: ScoreSettings) -> dict | None:
 
 def input_files(candidates: Path, anchors: Path, settings: ScoreSettings) -> list[Path]:
     """Files whose bytes decide the scores (a loaded proxy's weights included)."""
-    files = [Path(candidates), Path(anchors)]
+    files = [*data_files(Path(candidates)), *data_files(Path(anchors))]
     if Path(settings.proxy).is_dir():  # a hub id has no local bytes; its name is recorded
         files += sorted(p for p in Path(settings.proxy).iterdir() if p.is_file())
     if settings.proxy_init is not None:  # the starting weights decide the scores too

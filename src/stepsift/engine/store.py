@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from stepsift.data.atomic import atomic_write, atomic_write_text
+from stepsift.data.tabular import is_table, open_table
 
 SCHEMA = pa.schema(
     [
@@ -278,11 +279,21 @@ REJECTED_KEY = "rejected_candidates"  # how many records of that file the run re
 
 
 def file_digest(path: Path) -> str:
+    """SHA-256 of a data file's bytes; of a table's shards, their names and bytes."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    files = data_files(path)
+    for f in files:
+        if len(files) > 1:
+            h.update(f.name.encode() + b"\0")
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                h.update(chunk)
     return h.hexdigest()
+
+
+def data_files(path: Path) -> list[Path]:
+    """The files an input consists of: itself, or a Parquet/Arrow table's shards."""
+    return list(open_table(path).files) if is_table(path) else [Path(path)]
 
 
 def fingerprint(files: list[Path], settings: dict) -> str:

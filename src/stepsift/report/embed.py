@@ -12,7 +12,7 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-from stepsift.data import check_image, load_image
+from stepsift.data import EmbeddedImage, check_image, load_image
 
 THUMBNAIL_SIDE = 320  # pixels kept of a sample image (the page shows it smaller)
 DISPLAY_BOX = 160  # CSS pixels a sample image is shown in
@@ -29,8 +29,9 @@ def png_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def embed_image(path: Path, box: int = DISPLAY_BOX) -> Embedded | str:
-    """A thumbnail of the image at `path`, or why it cannot be shown."""
+def embed_image(path: Path | EmbeddedImage, box: int = DISPLAY_BOX) -> Embedded | str:
+    """A thumbnail of the image at `path` (or embedded in a table row), or why it cannot
+    be shown."""
     problem = check_image(path)
     if problem is not None:
         return problem

@@ -15,6 +15,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+from stepsift.data import is_table
 from stepsift.data.atomic import atomic_write_text
 from stepsift.data.formats import record_id
 from stepsift.engine.store import (
@@ -71,7 +72,7 @@ def fast_select(
     expected, rejected = settings.get(DIGEST_KEY), settings.get(REJECTED_KEY)
     if not expected or rejected is None or (rejected and not skip_invalid):
         return None
-    if not candidates.is_file() or not is_jsonl(candidates):
+    if is_table(candidates) or not candidates.is_file() or not is_jsonl(candidates):
         return None
     if file_digest(candidates) != expected:
         return None

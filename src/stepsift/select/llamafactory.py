@@ -22,7 +22,10 @@ What this relies on, from LLaMA-Factory itself (hiyouga/LLaMA-Factory):
   `_find_medias` joins each image path with `media_dir` (default: `dataset_dir`) and keeps
   the path as written when no file is there; a single path (not a list) is accepted.
 - `src/llamafactory/extras/constants.py` `FILEEXT2TYPE`: a data file is loaded by its
-  extension; .json and .jsonl both go to the `json` loader (JSON array or JSON lines).
+  extension; .json and .jsonl both go to the `json` loader (JSON array or JSON lines),
+  .parquet to the `parquet` loader (a Parquet input's selection is written as Parquet).
+- `src/llamafactory/data/mm_plugin.py` `_regularize_images`: an image given as a dict
+  with `bytes` is opened from those bytes, so images embedded in Parquet rows need no file.
 - `src/llamafactory/data/mm_plugin.py` `_validate_input`: the number of images of an example
   must equal the number of `<image>` placeholders in its messages, else a ValueError.
 
@@ -39,14 +42,15 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from stepsift.data import Record, write_records
+from stepsift.data import Record, is_table, write_records
 from stepsift.data.atomic import atomic_write_text
 from stepsift.data.formats import PLACEHOLDER, type_name
 
+from .table import TablePlan, check_table_out, plan_table_selection, write_plan
 from .topk import Keep, Policy, Selection, plan_selection
 
 DATASET_INFO = "dataset_info.json"
@@ -95,6 +99,7 @@ class _Facts:
     image_key: str | None = None
     image_kind: str | None = None  # JSON type of the image field: "string" or "array"
     image_paths: list[str] = field(default_factory=list)
+    embedded_images: int = 0  # {"bytes", "path"} structs with bytes: LLaMA-Factory opens those
     problem: str | None = None  # why LLaMA-Factory cannot read this record
     loss_false: bool = False  # an ms-swift `"loss": false` turn
     unread_system: bool = False  # a top-level "system" next to a conversation
@@ -108,6 +113,9 @@ def _images(obj: dict[str, Any], facts: _Facts) -> None:
         facts.image_key, facts.image_kind = key, type_name(value)
         items = value if isinstance(value, list) else [value]
         for item in items:
+            if isinstance(item, dict) and item.get("bytes") is not None:
+                facts.embedded_images += 1  # read from its bytes; its path is never opened
+                continue
             path = item.get("path") if isinstance(item, dict) else item
             if isinstance(path, str):
                 facts.image_paths.append(path)
@@ -115,7 +123,7 @@ def _images(obj: dict[str, Any], facts: _Facts) -> None:
 
 def _count_images(texts: Sequence[Any], facts: _Facts) -> None:
     """LLaMA-Factory refuses an example whose images and placeholders differ in number."""
-    n_images = len(facts.image_paths)
+    n_images = len(facts.image_paths) + facts.embedded_images
     placeholders = sum(t.count(PLACEHOLDER) for t in texts if isinstance(t, str))
     if n_images != placeholders and facts.problem is None:
         facts.problem = (
@@ -381,20 +389,40 @@ def select_with_dataset_info(
     info_path = out.absolute().parent / DATASET_INFO
     if out.name == DATASET_INFO:
         raise LlamaFactoryError(f"--out {out}: that name is for the LLaMA-Factory entry itself")
-    if out.suffix not in JSON_SUFFIXES:  # LLaMA-Factory's lookup is case-sensitive
+    table = is_table(candidates)
+    if table:
+        check_table_out(out)  # LLaMA-Factory reads *.parquet with its parquet loader
+    elif out.suffix not in JSON_SUFFIXES:  # LLaMA-Factory's lookup is case-sensitive
         raise LlamaFactoryError(
             f"--out {out}: LLaMA-Factory picks its loader by the file extension; "
             "name the output *.jsonl or *.json"
         )
     read_dataset_info(info_path)  # refuse an unreadable one before writing anything
-    plan = plan_selection(
-        candidates, scores, keep, drop_harmful, skip_invalid, order, image_root, policy
-    )
-    entry, warnings = dataset_info_entry(plan.records, out.name)
+    args = (candidates, scores, keep, drop_harmful, skip_invalid, order, image_root, policy)
+    if table:
+        table_plan = plan_table_selection(*args)
+        selection, records = table_plan.selection, _text_only(table_plan)
+    else:
+        plan = plan_selection(*args)
+        selection, records = plan.selection, plan.records
+    entry, warnings = dataset_info_entry(records, out.name)
     base = Path(image_root) if image_root is not None else Path(candidates).parent
-    image_warning = relative_image_warning(plan.records, out, base)
+    image_warning = relative_image_warning(records, out, base)
     if image_warning:
         warnings.append(image_warning)
-    write_records(plan.records, out, container=plan.container)
+    if table:
+        write_plan(table_plan, out)
+    else:
+        write_records(plan.records, out, container=plan.container)
     write_dataset_info(info_path, name, entry)
-    return plan.selection, DatasetInfo(name, entry, info_path, warnings)
+    return selection, DatasetInfo(name, entry, info_path, warnings)
+
+
+def _text_only(plan: TablePlan, chunk: int = 1024) -> list[Record]:
+    """The kept rows as records without their image bytes (the entry needs only their
+    fields), read a chunk at a time so that the kept images are never all held."""
+    out: list[Record] = []
+    for start in range(0, len(plan.positions), chunk):
+        loaded = plan.index.load(plan.positions[start : start + chunk])
+        out += [replace(r, images=()) for r in loaded]
+    return out

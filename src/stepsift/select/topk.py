@@ -11,12 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from stepsift.data import Record, read_records, write_records
+from stepsift.data import Record, is_table, read_records, write_records
 from stepsift.select.decide import decide
 from stepsift.select.fast import fast_select
 from stepsift.select.harmful import Policy
 from stepsift.select.keep import Keep, Selection, parse_keep
+from stepsift.select.matching import check_ids_match
 from stepsift.select.score_data import read_score_data
+from stepsift.select.table import select_table
 
 
 @dataclass
@@ -72,6 +74,8 @@ def select(
 
     `keep` is a fraction, a count, a token budget or `auto` (`parse_keep`); `policy` says
     how harmful flags are made and whether the selection is set-wise (`Policy`).
+    Parquet/Arrow input (a file, shards, a glob or a `save_to_disk` folder) is written
+    as one Parquet file of the kept rows, unchanged (`select/table.py`).
     `order` is "input" (the file's order) or "utility" (best first; with
     `policy.diverse`, the order the greedy chose them). Records are validated
     as `score` validated them (images included, resolved against `image_root`), so that with
@@ -82,6 +86,11 @@ def select(
     keep = parse_keep(keep) if isinstance(keep, str) else keep
     if order not in ("input", "utility"):
         raise ValueError(f"unknown order {order!r}; choose 'input' or 'utility'")
+    if is_table(candidates):
+        return select_table(
+            Path(candidates), Path(scores), keep, Path(out), drop_harmful, skip_invalid, order,
+            image_root, policy,
+        )  # fmt: skip
     fast = fast_select(
         Path(candidates), Path(scores), keep, Path(out), drop_harmful, order, skip_invalid, policy
     )
@@ -92,28 +101,3 @@ def select(
     )
     write_records(plan.records, Path(out), container=plan.container)
     return plan.selection
-
-
-def check_ids_match(
-    score_ids: list[str], record_ids: list[str], candidates: Path, scores: Path
-) -> None:
-    """Scores and candidates must describe the same records, each once."""
-    seen: set[str] = set()
-    doubled = [i for i in score_ids if i in seen or seen.add(i)]
-    if doubled:
-        raise ValueError(
-            f"{scores}: {len(doubled)} id(s) scored more than once, e.g. {doubled[0]!r}"
-        )
-    records = set(record_ids)
-    unknown = [i for i in score_ids if i not in records]
-    unscored = [i for i in record_ids if i not in seen]
-    if unknown:
-        raise ValueError(
-            f"{scores}: {len(unknown)} scored id(s) are not in {candidates}, e.g. {unknown[0]!r} "
-            "(were the scores made from another file?)"
-        )
-    if unscored:
-        raise ValueError(
-            f"{candidates}: {len(unscored)} record(s) have no score in {scores}, "
-            f"e.g. {unscored[0]!r}"
-        )
