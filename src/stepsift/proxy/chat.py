@@ -16,6 +16,7 @@ rather than masked wrongly.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -104,31 +105,17 @@ def supervised_token_mask(
     return [inside(start, end) for start, end in offsets]
 
 
-def expand_image_tokens(
-    compact: Sequence[int],
-    compact_mask: Sequence[bool],
-    expanded: Sequence[int],
-    image_token_ids: set[int],
-    where: str,
-) -> list[bool]:
-    """Carry a mask over `compact` (one placeholder per image) onto `expanded` (the
-    processor's ids, each placeholder repeated once per image patch token). Image tokens
-    are never supervised. Any other difference between the two is an error."""
-    out: list[bool] = []
-    j = 0
-    for token, supervised in zip(compact, compact_mask, strict=True):
-        if token in image_token_ids:
-            start = j
-            while j < len(expanded) and expanded[j] == token:
-                j += 1
-            if j == start:
-                raise TemplateError(f"{where}: the processor dropped an image placeholder")
-            out += [False] * (j - start)
-            continue
-        if j >= len(expanded) or expanded[j] != token:
-            raise TemplateError(f"{where}: processor and tokenizer disagree at token {j}")
-        out.append(supervised)
-        j += 1
-    if j != len(expanded):
-        raise TemplateError(f"{where}: the processor added {len(expanded) - j} tokens")
-    return out
+def shift_spans(
+    spans: Sequence[tuple[int, int]], replacements: Sequence[dict[str, Any]]
+) -> list[tuple[int, int]]:
+    """Character spans of the rendered text moved to where they lie in the text a
+    processor tokenised, after it expanded each image placeholder (transformers'
+    `text_replacement_offsets`: each placeholder's `span` in the rendered text and its
+    `new_span` in the expanded one). Supervised spans never contain a placeholder."""
+    ends = [r["span"][1] for r in replacements]
+    gained = [0] + [r["new_span"][1] - r["span"][1] for r in replacements]
+
+    def moved(char: int) -> int:  # past every placeholder that ends at or before it
+        return char + gained[bisect.bisect_right(ends, char)]
+
+    return [(moved(lo), moved(hi)) for lo, hi in spans]

@@ -29,8 +29,8 @@ from stepsift.data.record import Record
 from stepsift.proxy.base import Batch, Proxy
 from stepsift.proxy.chat import (
     TemplateError,
-    expand_image_tokens,
     render,
+    shift_spans,
     supervised_token_mask,
 )
 from stepsift.proxy.hf_loading import (
@@ -100,11 +100,15 @@ class HFProxy(Proxy):
 
     @property
     def image_token_ids(self) -> set[int]:
+        """Every token that stands for image content: the placeholder and the tokens the
+        processor expands it to (Gemma3's `<start_of_image>` and soft tokens, InternVL's
+        `<img>`, `<IMG_CONTEXT>` and `</img>`)."""
         ids = set()
-        for attr in ("image_token_id", "video_token_id"):
+        for attr in ("image_token_id", "video_token_id", "image_token_ids", "video_token_ids"):
             value = getattr(self.processor, attr, None)
-            if isinstance(value, int):
-                ids.add(value)
+            for v in value if isinstance(value, (list, tuple)) else [value]:
+                if isinstance(v, int):
+                    ids.add(v)
         return ids
 
     # -- batches ---------------------------------------------------------------
@@ -116,19 +120,41 @@ class HFProxy(Proxy):
                 f"{self.source} is a text-only model"
             )
         rendered = render(self.processor, record, self.multimodal, self.options.chat_template)
-        encoded = self.tokenizer(
-            rendered.text, add_special_tokens=False, return_offsets_mapping=True
-        )
-        compact = encoded["input_ids"]
-        mask = supervised_token_mask(encoded["offset_mapping"], rendered.supervised_spans)
         if not self.multimodal:
-            return {"input_ids": torch.tensor([compact])}, mask
+            encoded = self.tokenizer(
+                rendered.text, add_special_tokens=False, return_offsets_mapping=True
+            )
+            mask = supervised_token_mask(encoded["offset_mapping"], rendered.supervised_spans)
+            return {"input_ids": torch.tensor([encoded["input_ids"]])}, mask
         images = [load_image(p) for p in record.images] or None
-        tensors = dict(self.processor(text=[rendered.text], images=images, return_tensors="pt"))
-        expanded = tensors["input_ids"][0].tolist()
-        where = f"{record.source}: record {record.id}"
-        mask = expand_image_tokens(compact, mask, expanded, self.image_token_ids, where)
-        return tensors, mask
+        # The processor expands each image placeholder (into patch tokens, and for some
+        # families start/end markers, tile or row tokens, or newlines) and tokenises the
+        # result; its character offsets and its placeholder replacements locate the
+        # supervised replies in what it tokenised.
+        tensors = dict(
+            self.processor(
+                text=[rendered.text],
+                images=[images] if images else None,  # one list per text: one sample
+                return_tensors="pt",
+                return_offsets_mapping=True,
+                return_text_replacement_offsets=True,
+                **self._special_tokens_kwargs(rendered.text),
+            )
+        )
+        offsets = tensors.pop("offset_mapping")[0].tolist()
+        # (Idefics3's processor gives none for a record without images: nothing moved)
+        replaced = tensors.pop("text_replacement_offsets", [[]])[0]
+        spans = shift_spans(rendered.supervised_spans, replaced)
+        mask = supervised_token_mask(offsets, spans)
+        image_ids = self.image_token_ids
+        ids = tensors["input_ids"][0].tolist()
+        return tensors, [m and t not in image_ids for m, t in zip(mask, ids, strict=True)]
+
+    def _special_tokens_kwargs(self, text: str) -> dict[str, bool]:
+        """As transformers' own `apply_chat_template(tokenize=True)`: a rendering that
+        already starts with the BOS token (Gemma3's, SmolVLM's) gets no second one."""
+        bos = self.tokenizer.bos_token
+        return {"add_special_tokens": False} if bos and text.startswith(bos) else {}
 
     def collate(self, records: Sequence[Record]) -> Batch:
         max_len = self.options.max_length
@@ -176,18 +202,24 @@ class HFProxy(Proxy):
         return batch.to(self.device)
 
     def _per_image_tensors(self, per_record: list[dict[str, Tensor]]) -> dict[str, Tensor]:
-        """Per-image processor outputs, padded per record, with their row counts."""
+        """Per-image processor outputs, zero-padded per record, with their row counts.
+
+        Every dim is padded to the batch's largest, not only the leading one: LLaVA-
+        OneVision's `pixel_values` (images, crops, ...) vary in their crop count, which
+        the model reads from `image_sizes`; SmolVLM's (1, images, ...) in their image
+        count, where the model drops all-zero images as padding (as its processor pads)."""
         keys = {k for t in per_record for k in t if k not in TOKEN_KEYS}
         out = {}
         for key in sorted(keys):
             parts = [t.get(key) for t in per_record]
             like = next(p for p in parts if p is not None)
             counts = [0 if p is None else p.shape[0] for p in parts]
+            shape = [max(p.shape[d] for p in parts if p is not None) for d in range(like.dim())]
             dtype = self.dtype if like.is_floating_point() else like.dtype
-            padded = torch.zeros((len(parts), max(counts), *like.shape[1:]), dtype=dtype)
+            padded = torch.zeros((len(parts), *shape), dtype=dtype)
             for i, p in enumerate(parts):
                 if p is not None:
-                    padded[i, : p.shape[0]] = p
+                    padded[(i, *(slice(0, n) for n in p.shape))] = p
             out[key] = padded
             out[key + ROWS] = torch.tensor(counts)
         return out

@@ -139,31 +139,64 @@ def load_processor(source: str, options: HFOptions, multimodal: bool) -> Any:
     return processor
 
 
+# processors whose apply_chat_template override only adds video settings
+VIDEO_TEMPLATE_OVERRIDES = {"SmolVLMProcessor"}
+
+
 def image_only_processor(source: str, why: Exception) -> Any:
-    from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer
+    from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, ProcessorMixin
     from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
 
     config = AutoConfig.from_pretrained(source)
     base = PROCESSOR_MAPPING.get(type(config), None)
     if base is None:
         raise ValueError(f"{source}: cannot load its processor ({why})") from why
+    # the processor's own settings, which fix how many tokens an image expands to
+    # (InternVL's and Gemma3's image_seq_length, LLaVA-OneVision's num_image_tokens...)
+    settings = {
+        k: v for k, v in processor_settings(source).items() if k not in base.get_attributes()
+    }
+    video = {"video_processor": None} if "video_processor" in base.get_attributes() else {}
 
     class ImageOnlyProcessor(base):  # type: ignore[misc, valid-type]
         def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kw):
             super().__init__(
                 image_processor=image_processor,
                 tokenizer=tokenizer,
-                video_processor=None,
                 chat_template=chat_template,
+                **video,
                 **kw,
             )
+
+        if base.__name__ in VIDEO_TEMPLATE_OVERRIDES:
+            # its apply_chat_template reads the (missing) video processor's frame
+            # settings even for images; the generic one renders the same text
+            apply_chat_template = ProcessorMixin.apply_chat_template
 
     tokenizer = AutoTokenizer.from_pretrained(source)
     return ImageOnlyProcessor(
         image_processor=AutoImageProcessor.from_pretrained(source),
         tokenizer=tokenizer,
         chat_template=folder_chat_template(source) or tokenizer.chat_template,
+        **settings,
     )
+
+
+def processor_settings(source: str) -> dict[str, Any]:
+    """The processor's own init settings saved with it (processor_config.json, in a folder
+    or a hub repo), without its class name and its sub-processors' configs."""
+    from transformers.utils import cached_file
+
+    path = cached_file(
+        source,
+        "processor_config.json",
+        _raise_exceptions_for_missing_entries=False,
+        _raise_exceptions_for_connection_errors=False,
+    )
+    if path is None:
+        return {}
+    saved = json.loads(Path(path).read_text())
+    return {k: v for k, v in saved.items() if k != "processor_class" and not isinstance(v, dict)}
 
 
 def folder_chat_template(source: str) -> str | None:

@@ -121,9 +121,15 @@ def autograd_grad_and_value(
     fn: Callable[..., Tensor], params: Params, *args: object
 ) -> tuple[Params, Tensor]:
     """`torch.func.grad_and_value(fn)(params, *args)` by plain autograd, which, unlike
-    torch.func, works through activation checkpointing (saved-tensor hooks)."""
+    torch.func, works through activation checkpointing (saved-tensor hooks).
+
+    A parameter the loss does not use gets a zero gradient, as under torch.func: VLMs have
+    such (a vision tower's final norm where the projector reads its layers' hidden states,
+    as LLaVA's and LLaVA-OneVision's do; a SigLIP pooling head)."""
     leaves = {n: p.detach().requires_grad_(True) for n, p in params.items()}
     with torch.enable_grad():
         value = fn(leaves, *args)
-        grads = torch.autograd.grad(value, list(leaves.values()))
+        grads = torch.autograd.grad(
+            value, list(leaves.values()), allow_unused=True, materialize_grads=True
+        )
     return dict(zip(leaves, grads, strict=True)), value.detach()
