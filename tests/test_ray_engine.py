@@ -100,3 +100,26 @@ def test_a_killed_worker_is_replaced_and_nothing_is_lost(bench, local, tmp_path)
     assert proc.returncode == 0, stderr
     assert before < 8  # the kill landed part-way through the 8 batches
     same(table(out), local)
+
+
+def test_ray_reads_a_parquet_pool_with_embedded_images(bench, local, tmp_path):
+    """Actors are handed a table reader and (file, row group, row) positions, and read the
+    rows themselves: the same utilities as the JSONL pool with image files."""
+    import json
+
+    import pyarrow as pa
+
+    rows = []
+    for line in bench.pool.read_text().splitlines():
+        obj = json.loads(line)
+        path = bench.pool.parent / obj["image"]
+        rows.append({**obj, "image": {"bytes": path.read_bytes(), "path": obj["image"]}})
+    pool = tmp_path / "pool.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), pool, row_group_size=8)
+    out = tmp_path / "scores.parquet"
+    run = run_cli("score", str(pool), *argv(bench, out, *RAY)[2:])
+    assert run.rc == 0, run.err
+    got = table(out)
+    assert got["utility"].keys() == local["utility"].keys()
+    for i, expected in local["utility"].items():  # batched otherwise: float32 rounding only
+        assert got["utility"][i] == pytest.approx(expected, rel=1e-5, abs=1e-9), i
