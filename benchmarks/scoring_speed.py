@@ -133,17 +133,26 @@ def warmed_setup(
 
 
 def time_methods(
-    methods: dict[str, Callable[[Batch], object]], batches: list[Batch], device: torch.device
+    methods: dict[str, Callable[[Batch], object]],
+    batches: list[Batch],
+    device: torch.device,
+    progress: bool = False,
 ) -> dict[str, float]:
-    """Seconds per candidate of each method, interleaved batch by batch."""
+    """Seconds per candidate of each method, interleaved batch by batch. `progress` prints
+    each batch's seconds as they come, so a run cut short still leaves figures."""
     seconds: dict[str, float] = defaultdict(float)
-    for batch in batches:
+    for i, batch in enumerate(batches):
         for name, fn in methods.items():
             start = time.perf_counter()
             fn(batch)
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            seconds[name] += time.perf_counter() - start
+            took = time.perf_counter() - start
+            seconds[name] += took
+            if progress:
+                print(
+                    f"batch {i + 1}/{len(batches)} ({len(batch)}) {name}: {took:.1f} s", flush=True
+                )
     n = sum(len(b) for b in batches)
     return {k: v / n for k, v in seconds.items()}
 
