@@ -343,3 +343,22 @@ def test_refuses_to_score_without_rows(tmp_path):
     with pytest.raises(DataValidationError, match="no rows"):
         read_records(f).raise_for_problems()
     assert np.asarray(index_records(f).lines).size == 0
+
+
+def test_the_writer_gathers_window_by_window_in_any_order(tmp_path, monkeypatch):
+    """Small windows (one row each, here) give the same file as one: every order kept."""
+    from stepsift.data import table_writer
+
+    write(tmp_path / "t" / "a.parquet", sharegpt_rows(7, ids=True), group=3)
+    write(tmp_path / "t" / "b.parquet", sharegpt_rows(6, start=7, ids=True), group=4)
+    index = index_records(tmp_path / "t")
+    order = np.random.default_rng(0).permutation(len(index))[:9]
+    whole = tmp_path / "whole.parquet"
+    table_writer.write_table_rows(index.reader.table, index.where[order], index.lines[order], whole)
+    monkeypatch.setattr(table_writer, "_WINDOW_BYTES", 1)
+    windowed = tmp_path / "windowed.parquet"
+    table_writer.write_table_rows(
+        index.reader.table, index.where[order], index.lines[order], windowed
+    )
+    assert pq.read_table(whole).column("id").to_pylist() == index.id_list(order)
+    assert pq.read_table(windowed).to_pylist() == pq.read_table(whole).to_pylist()

@@ -10,7 +10,6 @@ nothing is decoded to Python. Row groups of the output are about as large as the
 from __future__ import annotations
 
 import os
-from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -21,36 +20,34 @@ from .atomic import atomic_write
 from .tabular import PARQUET, Group, Table, group_rows, read_group, schema_of
 
 _GROUP_BYTES = 64 << 20  # an output row group's target size, uncompressed
+_WINDOW_BYTES = 128 << 20  # kept rows gathered at a time before they are written
 
 
 def write_table_rows(
     table: Table, where: np.ndarray, rows: np.ndarray, out: str | os.PathLike[str]
 ) -> int:
     """Write the rows at (file index, row group) `where` and file row `rows`, in that order,
-    to the Parquet file `out` (atomically); return how many were written."""
+    to the Parquet file `out` (atomically); return how many were written.
+
+    The rows are gathered a window at a time (about 128 MiB of them): each row group a
+    window needs is read once, in file order, and the window is then put in the asked
+    order. In the input's order that reads every row group once; in another order (best
+    first) once per window, so a subset under the window's size is one pass too."""
     out = Path(out)
     schema = schema_of(table)
     per_group = output_group_rows(table)
+    window = max(per_group, _WINDOW_BYTES // row_bytes(table))
     first_rows = {
         i: np.concatenate([[0], np.cumsum(group_rows(table, i))]).astype(np.int64)
         for i in sorted({int(i) for i in where[:, 0]})
     } if len(where) else {}  # fmt: skip
-    cache: OrderedDict[tuple[int, int], pa.Table] = OrderedDict()
-
-    def group_table(i: int, g: int) -> pa.Table:
-        if (i, g) not in cache:
-            cache[(i, g)] = read_group(table, Group(i, g, int(first_rows[i][g]), 0))
-            if len(cache) > 2:
-                cache.popitem(last=False)
-        return cache[(i, g)]
 
     def write(tmp: str) -> None:
         with pq.ParquetWriter(tmp, schema) as writer:
-            for start in range(0, len(rows), per_group):
-                chunk = zip(where[start : start + per_group].tolist(),
-                            rows[start : start + per_group].tolist(), strict=True)  # fmt: skip
-                pieces = [(i, g, row - int(first_rows[i][g])) for (i, g), row in chunk]
-                writer.write_table(_take(pieces, group_table, schema), row_group_size=per_group)
+            for start in range(0, len(rows), window):
+                block = _gather(table, where[start : start + window],
+                                rows[start : start + window], first_rows, schema)  # fmt: skip
+                writer.write_table(block, row_group_size=per_group)
             if not len(rows):
                 writer.write_table(schema.empty_table())
 
@@ -58,20 +55,39 @@ def write_table_rows(
     return len(rows)
 
 
-def _take(pieces: list[tuple[int, int, int]], group_table, schema: pa.Schema) -> pa.Table:
-    """The rows `pieces` names, in its order: consecutive rows of one group are taken
-    together (in input order that is every row of the chunk)."""
-    runs: list[pa.Table] = []
-    k = 0
-    while k < len(pieces):
-        i, g, _ = pieces[k]
-        end = k
-        while end < len(pieces) and pieces[end][:2] == (i, g):
-            end += 1
-        offsets = pa.array([p[2] for p in pieces[k:end]], pa.int64())
-        runs.append(group_table(i, g).take(offsets).cast(schema))
-        k = end
-    return pa.concat_tables(runs).replace_schema_metadata(schema.metadata)
+def _gather(
+    table: Table, where: np.ndarray, rows: np.ndarray, first_rows: dict, schema: pa.Schema
+) -> pa.Table:
+    """The rows named, in the order named, each row group read once."""
+    by_group: dict[tuple[int, int], list[int]] = {}
+    for k, (i, g) in enumerate(where.tolist()):
+        by_group.setdefault((i, g), []).append(k)
+    pieces, order = [], []
+    for (i, g), ks in sorted(by_group.items()):
+        first = int(first_rows[i][g])
+        group = read_group(table, Group(i, g, first, 0))
+        offsets = pa.array([int(rows[k]) - first for k in ks], pa.int64())
+        pieces.append(group.take(offsets).cast(schema))
+        order += ks
+    gathered = pa.concat_tables(pieces)
+    # gathered row j is asked-for row order[j]; put them back in the asked order
+    back = np.empty(len(order), dtype=np.int64)
+    back[np.asarray(order, dtype=np.int64)] = np.arange(len(order))
+    return gathered.take(pa.array(back)).replace_schema_metadata(schema.metadata)
+
+
+def row_bytes(table: Table) -> int:
+    """About how many bytes a row holds, uncompressed (Parquet footers say; an Arrow file
+    is uncompressed on disk)."""
+    rows = sum(sum(group_rows(table, i)) for i in range(len(table.files)))
+    if table.kind == PARQUET:
+        total = 0
+        for f in table.files:
+            meta = pq.ParquetFile(f).metadata
+            total += sum(meta.row_group(g).total_byte_size for g in range(meta.num_row_groups))
+    else:
+        total = sum(f.stat().st_size for f in table.files)
+    return max(1, total // max(1, rows))
 
 
 def output_group_rows(table: Table) -> int:
@@ -79,10 +95,4 @@ def output_group_rows(table: Table) -> int:
     counts = [n for i in range(len(table.files)) for n in group_rows(table, i) if n]
     if not counts:
         return 1024
-    median = int(np.median(counts))
-    if table.kind != PARQUET:
-        return max(1, median)
-    meta = pq.ParquetFile(table.files[0]).metadata
-    total_bytes = sum(meta.row_group(g).total_byte_size for g in range(meta.num_row_groups))
-    per_row = max(1, total_bytes // max(1, meta.num_rows))
-    return max(1, min(median, _GROUP_BYTES // per_row))
+    return max(1, min(int(np.median(counts)), _GROUP_BYTES // row_bytes(table)))
