@@ -88,21 +88,19 @@ def scan_table(
     for i, f in enumerate(table.files):
         try:
             schema = schema_of(table, i)
-            if first_schema is None:
-                first_schema = schema
-            elif not schema.equals(first_schema, check_metadata=False):
-                raise TableError(
-                    f"{f}: its columns differ from {table.files[0]}'s; the shards of one "
-                    f"dataset must share a schema (got {_columns(schema)} and "
-                    f"{_columns(first_schema)})"
-                )
             rows = group_rows(table, i)
-        except TableError as e:
-            if "columns differ" in str(e):
-                raise
+        except TableError as e:  # an unreadable shard: one problem, its rows left out
             out.add(Problem(f, 0, "", str(e)))
             sizes.append([])
             continue
+        if first_schema is None:
+            first_schema = schema
+        elif not schema.equals(first_schema, check_metadata=False):
+            raise TableError(
+                f"{f}: its columns differ from {table.files[0]}'s; the shards of one "
+                f"dataset must share a schema (got {_columns(schema)} and "
+                f"{_columns(first_schema)})"
+            )
         sizes.append(rows)
         text_columns = [c for c in schema.names if c not in IMAGE_COLUMNS]
         first = 0
