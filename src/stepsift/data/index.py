@@ -61,7 +61,7 @@ class RecordIndex:
         are ordered so within each row group: a batch then reads one group, not many."""
         columns = {"size": self.sizes, "id": self.ids}
         keys = [("size", "ascending"), ("id", "ascending")]
-        if getattr(self.reader, "grouped", False):
+        if self.reader.grouped:
             columns = {"file": self.where[:, 0], "group": self.where[:, 1], **columns}
             keys = [("file", "ascending"), ("group", "ascending"), *keys]
         return pc.sort_indices(pa.table(columns), sort_keys=keys).to_numpy()

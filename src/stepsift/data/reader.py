@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .entries import Entry, container_of, iter_entries
 from .formats import (
+    ImageRef,
     detect_format,
     image_path_issue,
     parse_record,
@@ -224,8 +225,7 @@ def read_entry(entry: Entry, ctx: EntryContext) -> Record | None:
     images: list[ImageSource] = []
     for ref in parsed.images:
         if ref.data is not None:  # embedded in a Parquet/Arrow row: nothing to resolve
-            where = f"{location(file, entry.line, entry.row_group)}, column {ref.field}"
-            image = EmbeddedImage(ref.data, where)
+            image = _embedded(ref, entry, ctx)
             images.append(image)
             if ctx.check_images and (why := check_image(image)):
                 problem(ref.field, why)
@@ -278,12 +278,16 @@ def rebuild_record(entry: Entry, ctx: EntryContext) -> Record:
     rid, _ = record_id(entry.obj)
     parsed = parse_record(entry.obj, ctx.format)
     images = [
-        EmbeddedImage(ref.data, f"{location(ctx.file, entry.line, entry.row_group)}, "
-                                f"column {ref.field}")
-        if ref.data is not None else ctx.base / ref.path
+        _embedded(ref, entry, ctx) if ref.data is not None else ctx.base / ref.path
         for ref in parsed.images
-    ]  # fmt: skip
+    ]
     return _record(entry.obj, rid, parsed, images, entry, ctx, ctx.format)
+
+
+def _embedded(ref: ImageRef, entry: Entry, ctx: EntryContext) -> EmbeddedImage:
+    """An image stored in the row, named by where it is (for messages)."""
+    where = f"{location(ctx.file, entry.line, entry.row_group)}, column {ref.field}"
+    return EmbeddedImage(ref.data, where)
 
 
 def _majority(counts: Counter[str]) -> str:

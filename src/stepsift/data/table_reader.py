@@ -22,10 +22,9 @@ from .reader import EntryContext, _Collector, _majority, read_entry, rebuild_rec
 from .record import Problem, Record
 from .tabular import (
     IMAGE_COLUMNS,
-    Group,
     Table,
     TableError,
-    group_rows,
+    group_starts,
     read_group,
     row_summary,
     rows_of,
@@ -43,7 +42,8 @@ class TableScan:
     image_root: Path | None
     check_images: bool
     out: _Collector
-    row_counts: list[list[int]]  # per file, the rows of each row group ([]: unreadable)
+    starts: list[list[int]]  # per file, `group_starts` ([0]: no rows, or unreadable)
+
     truncated: bool = False
 
     def valid(self) -> Iterator[tuple[int, int, Entry, Record]]:
@@ -52,20 +52,17 @@ class TableScan:
         for i, f in enumerate(self.table.files):
             context = replace(context, file=f, base=_image_base(f, self.image_root),
                               id_prefix=self.table.label(i))  # fmt: skip
-            first = 0
-            for g, n in enumerate(self.row_counts[i]):
-                group = Group(i, g, first, n)
-                first += n
+            for g, first in enumerate(self.starts[i][:-1]):
                 try:
-                    rows = rows_of(read_group(self.table, group))
+                    rows = rows_of(read_group(self.table, i, g))
                 except TableError as e:
-                    self.out.add(Problem(f, group.first_row, "", str(e), None, None, g))
+                    self.out.add(Problem(f, first, "", str(e), None, None, g))
                     continue
                 for k, row in enumerate(rows):
                     if self.out.full:
                         self.truncated = True
                         return
-                    entry = Entry(group.first_row + k, row_summary(row), row, row_group=g)
+                    entry = Entry(first + k, row_summary(row), row, row_group=g)
                     record = read_entry(entry, context)
                     if record is not None:
                         yield i, g, entry, record
@@ -84,14 +81,14 @@ def scan_table(
     selection is written back as one table; an unreadable shard is one problem."""
     first_schema = None
     counts: Counter[str] = Counter()
-    sizes: list[list[int]] = []
+    starts: list[list[int]] = []
     for i, f in enumerate(table.files):
         try:
             schema = schema_of(table, i)
-            rows = group_rows(table, i)
+            first_rows = group_starts(table, i)
         except TableError as e:  # an unreadable shard: one problem, its rows left out
             out.add(Problem(f, 0, "", str(e)))
-            sizes.append([])
+            starts.append([0])
             continue
         if first_schema is None:
             first_schema = schema
@@ -101,23 +98,20 @@ def scan_table(
                 f"dataset must share a schema (got {_columns(schema)} and "
                 f"{_columns(first_schema)})"
             )
-        sizes.append(rows)
+        starts.append(first_rows)
         text_columns = [c for c in schema.names if c not in IMAGE_COLUMNS]
-        first = 0
-        for g, n in enumerate(rows):
+        for g in range(len(first_rows) - 1):
             try:
-                text = read_group(table, Group(i, g, first, n), columns=text_columns)
+                text = read_group(table, i, g, columns=text_columns)
             except TableError:
-                first += n
                 continue  # reported by the validating pass
-            first += n
             for row in rows_of(text):
                 if fmt := detect_format(row):
                     counts[fmt] += 1
-    if sum(sum(s) for s in sizes) == 0 and not out.problems:
+    if sum(s[-1] for s in starts) == 0 and not out.problems:
         out.add(Problem(table.files[0], 0, "", "no rows in the table"))
     base = Path(image_root) if image_root is not None else None
-    return TableScan(table, _majority(counts), base, check_images, out, sizes)
+    return TableScan(table, _majority(counts), base, check_images, out, starts)
 
 
 def _columns(schema) -> str:
@@ -132,12 +126,13 @@ class TableRowReader:
 
     cached_groups = 2
 
+    grouped = True  # rows are read by row group: order them group by group
+
     def __init__(self, table: Table, format: str, image_root: Path | None):
         self.table, self.format, self.image_root = table, format, image_root
         self._cache: OrderedDict[tuple[int, int], object] = OrderedDict()
-        self._first_rows: dict[int, list[int]] = {}
-
-    grouped = True  # rows are read by row group: order them group by group
+        self._starts: dict[int, list[int]] = {}  # per file, `group_starts`
+        self._contexts: dict[int, EntryContext] = {}  # per file: how its rows are rebuilt
 
     def __getstate__(self) -> dict:
         return {"table": self.table, "format": self.format, "image_root": self.image_root}
@@ -156,31 +151,33 @@ class TableRowReader:
         """The records at these (file index, row group) pairs and rows, in that order."""
         out = []
         for (i, g), row in zip(np.asarray(where).tolist(), lines, strict=True):
-            group = self._group(int(i), int(g))
-            first = self._first_row(int(i), int(g))
-            obj = rows_of(group.slice(int(row) - first, 1))[0]
-            f = self.table.files[int(i)]
-            context = EntryContext(
-                f, self.format, _image_base(f, self.image_root), False, False, _Collector(0),
-                id_prefix=self.table.label(int(i)),
-            )  # fmt: skip
-            entry = Entry(int(row), row_summary(obj), obj, row_group=int(g))
-            out.append(rebuild_record(entry, context))
+            row = int(row)
+            obj = rows_of(self._group(i, g).slice(row - self._start(i, g), 1))[0]
+            entry = Entry(row, row_summary(obj), obj, row_group=g)
+            out.append(rebuild_record(entry, self._context(i)))
         return out
+
+    def _context(self, i: int) -> EntryContext:
+        if i not in self._contexts:
+            f = self.table.files[i]
+            self._contexts[i] = EntryContext(
+                f, self.format, _image_base(f, self.image_root), False, False, _Collector(0),
+                id_prefix=self.table.label(i),
+            )  # fmt: skip
+        return self._contexts[i]
 
     def _group(self, i: int, g: int):
         key = (i, g)
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
-        got = read_group(self.table, Group(i, g, self._first_row(i, g), 0))
+        got = read_group(self.table, i, g)
         self._cache[key] = got
         if len(self._cache) > self.cached_groups:
             self._cache.popitem(last=False)
         return got
 
-    def _first_row(self, i: int, g: int) -> int:
-        if i not in self._first_rows:
-            counts = group_rows(self.table, i)
-            self._first_rows[i] = [int(x) for x in np.concatenate([[0], np.cumsum(counts)])]
-        return self._first_rows[i][g]
+    def _start(self, i: int, g: int) -> int:
+        if i not in self._starts:
+            self._starts[i] = group_starts(self.table, i)
+        return self._starts[i][g]

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .atomic import atomic_write
-from .tabular import PARQUET, Group, Table, group_rows, read_group, schema_of
+from .tabular import PARQUET, Table, group_rows, group_starts, read_group, schema_of
 
 _GROUP_BYTES = 64 << 20  # an output row group's target size, uncompressed
 _WINDOW_BYTES = 128 << 20  # kept rows gathered at a time before they are written
@@ -35,18 +35,16 @@ def write_table_rows(
     first) once per window, so a subset under the window's size is one pass too."""
     out = Path(out)
     schema = schema_of(table)
-    per_group = output_group_rows(table)
-    window = max(per_group, _WINDOW_BYTES // row_bytes(table))
-    first_rows = {
-        i: np.concatenate([[0], np.cumsum(group_rows(table, i))]).astype(np.int64)
-        for i in sorted({int(i) for i in where[:, 0]})
-    } if len(where) else {}  # fmt: skip
+    per_row = row_bytes(table)
+    per_group = output_group_rows(table, per_row)
+    window = max(per_group, _WINDOW_BYTES // per_row)
+    starts = {i: group_starts(table, i) for i in {int(i) for i in where[:, 0]}}
 
     def write(tmp: str) -> None:
         with pq.ParquetWriter(tmp, schema) as writer:
             for start in range(0, len(rows), window):
                 block = _gather(table, where[start : start + window],
-                                rows[start : start + window], first_rows, schema)  # fmt: skip
+                                rows[start : start + window], starts, schema)  # fmt: skip
                 writer.write_table(block, row_group_size=per_group)
             if not len(rows):
                 writer.write_table(schema.empty_table())
@@ -56,7 +54,7 @@ def write_table_rows(
 
 
 def _gather(
-    table: Table, where: np.ndarray, rows: np.ndarray, first_rows: dict, schema: pa.Schema
+    table: Table, where: np.ndarray, rows: np.ndarray, starts: dict, schema: pa.Schema
 ) -> pa.Table:
     """The rows named, in the order named, each row group read once."""
     by_group: dict[tuple[int, int], list[int]] = {}
@@ -64,8 +62,8 @@ def _gather(
         by_group.setdefault((i, g), []).append(k)
     pieces, order = [], []
     for (i, g), ks in sorted(by_group.items()):
-        first = int(first_rows[i][g])
-        group = read_group(table, Group(i, g, first, 0))
+        first = starts[i][g]
+        group = read_group(table, i, g)
         offsets = pa.array([int(rows[k]) - first for k in ks], pa.int64())
         pieces.append(group.take(offsets).cast(schema))
         order += ks
@@ -90,9 +88,10 @@ def row_bytes(table: Table) -> int:
     return max(1, total // max(1, rows))
 
 
-def output_group_rows(table: Table) -> int:
-    """Rows per output row group: the input's median, capped at about 64 MiB a group."""
+def output_group_rows(table: Table, per_row: int) -> int:
+    """Rows per output row group: the input's median, capped at about 64 MiB a group
+    (`per_row`: `row_bytes(table)`)."""
     counts = [n for i in range(len(table.files)) for n in group_rows(table, i) if n]
     if not counts:
         return 1024
-    return max(1, min(int(np.median(counts)), _GROUP_BYTES // row_bytes(table)))
+    return max(1, min(int(np.median(counts)), _GROUP_BYTES // per_row))

@@ -18,6 +18,7 @@ import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
@@ -45,16 +46,6 @@ class Table:
         except ValueError:
             rel = Path(f.name)
         return str(rel.with_suffix(""))
-
-
-@dataclass(frozen=True)
-class Group:
-    """One row group of one file: the unit rows are read and cached in."""
-
-    file_index: int
-    group: int  # the row group (Parquet) or record batch (Arrow) in its file
-    first_row: int  # the file's 0-based row index of the group's first row
-    rows: int
 
 
 class TableError(ValueError):
@@ -119,15 +110,6 @@ def _of_files(files: list[Path], root: Path, asked: str) -> Table:
     raise TableError(f"{asked}: mixes {', '.join(sorted(kinds))} files; give one kind")
 
 
-def groups(table: Table) -> Iterator[Group]:
-    """Every row group of every file, in order (metadata only: no rows are read)."""
-    for i in range(len(table.files)):
-        first = 0
-        for g, rows in enumerate(group_rows(table, i)):
-            yield Group(i, g, first, rows)
-            first += rows
-
-
 def group_rows(table: Table, file_index: int) -> list[int]:
     """How many rows each row group of the file holds (from its footer / batch headers)."""
     f = table.files[file_index]
@@ -153,19 +135,31 @@ def _arrow_batches(f: Path) -> Iterator[pa.RecordBatch]:
         yield from pa.ipc.open_stream(source)
 
 
-def read_group(table: Table, group: Group, columns: list[str] | None = None) -> pa.Table:
-    """The rows of one row group (only `columns`, when given)."""
-    f = table.files[group.file_index]
+def group_starts(table: Table, file_index: int) -> list[int]:
+    """The file's row index of each row group's first row, and the file's row count last."""
+    return list(accumulate(group_rows(table, file_index), initial=0))
+
+
+def read_group(
+    table: Table, file_index: int, group: int, columns: list[str] | None = None
+) -> pa.Table:
+    """The rows of one row group (Parquet) or record batch (Arrow), only `columns` if given."""
+    f = table.files[file_index]
     try:
         if table.kind == PARQUET:
-            return pq.ParquetFile(f).read_row_group(group.group, columns=columns)
+            return pq.ParquetFile(f).read_row_group(group, columns=columns)
         for k, batch in enumerate(_arrow_batches(f)):
-            if k == group.group:
+            if k == group:
                 got = pa.Table.from_batches([batch])
                 return got.select(columns) if columns is not None else got
     except (OSError, pa.ArrowException) as e:
-        raise TableError(f"{f}: row group {group.group}: cannot read it ({_short(e)})") from None
-    raise TableError(f"{f}: has no row group {group.group}")
+        raise TableError(f"{f}: row group {group}: cannot read it ({_short(e)})") from None
+    raise TableError(f"{f}: has no row group {group}")
+
+
+def data_files(path: str | os.PathLike[str]) -> list[Path]:
+    """The files an input consists of: itself, or a Parquet/Arrow table's shards."""
+    return list(open_table(path).files) if is_table(path) else [Path(path)]
 
 
 def schema_of(table: Table, file_index: int = 0) -> pa.Schema:

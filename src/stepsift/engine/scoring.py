@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from stepsift.data import DataValidationError, Problem, Record, read_records, write_rejected
 from stepsift.data.index import LazyRecords, RecordIndex, index_records, text_size
+from stepsift.data.tabular import data_files
 from stepsift.engine.audit import (
     AUDIT_METHOD,
     AUDIT_WARN_BELOW,
@@ -40,7 +41,6 @@ from stepsift.engine.store import (
     REJECTED_KEY,
     PartStore,
     ScoreRows,
-    data_files,
     file_digest,
     fingerprint,
     read_scores,

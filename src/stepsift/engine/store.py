@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from stepsift.data.atomic import atomic_write, atomic_write_text
-from stepsift.data.tabular import is_table, open_table
+from stepsift.data.tabular import data_files
 
 SCHEMA = pa.schema(
     [
@@ -289,11 +289,6 @@ def file_digest(path: Path) -> str:
             for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
                 h.update(chunk)
     return h.hexdigest()
-
-
-def data_files(path: Path) -> list[Path]:
-    """The files an input consists of: itself, or a Parquet/Arrow table's shards."""
-    return list(open_table(path).files) if is_table(path) else [Path(path)]
 
 
 def fingerprint(files: list[Path], settings: dict) -> str:
