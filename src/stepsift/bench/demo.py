@@ -20,7 +20,8 @@ from pathlib import Path
 from stepsift.bench.judge import JudgeSettings
 from stepsift.bench.problems import DEFAULT_NOISE_RATE
 from stepsift.bench.runner import BenchConfig, benchmark_data, run_bench
-from stepsift.select.topk import parse_keep, select
+from stepsift.select.keep import parse_keep
+from stepsift.select.topk import select
 
 DEMO_METHODS = ("full", "random", "stepsift", "loss_filter", "judge")
 

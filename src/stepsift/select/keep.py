@@ -45,6 +45,16 @@ class Keep:
         return f"{self.fraction * 100:g}%" if self.fraction is not None else str(self.count)
 
 
+ORDERS = ("input", "utility")
+
+
+def requested(keep: Keep | str, order: str) -> Keep:
+    """`keep` parsed if given as text, after checking `order` is one `select` knows."""
+    if order not in ORDERS:
+        raise ValueError(f"unknown order {order!r}; choose 'input' or 'utility'")
+    return parse_keep(keep) if isinstance(keep, str) else keep
+
+
 def parse_keep(spec: str) -> Keep:
     """'20%' or '0.2' -> a fraction; '5000' -> a count; '2M-tokens', '500k-tokens',
     '1500000-tokens' -> a token budget; 'auto' -> the automatic budget."""

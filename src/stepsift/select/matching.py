@@ -1,8 +1,29 @@
-"""A score file and a candidate input must describe the same records, each once."""
+"""A score file and a candidate input must describe the same records, each once; then
+`select` can choose among them."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from stepsift.select.decide import decide
+from stepsift.select.harmful import Policy
+from stepsift.select.keep import Keep, Selection
+from stepsift.select.score_data import read_score_data
+
+
+def decide_for(
+    record_ids: list[str],
+    candidates: Path,
+    scores: Path,
+    keep: Keep,
+    drop_harmful: bool,
+    policy: Policy | None,
+) -> Selection:
+    """Read the score file, check it scores exactly `record_ids` (the candidates' valid
+    records), and choose among them."""
+    data = read_score_data(Path(scores))
+    check_ids_match(data.ids, record_ids, candidates, scores)
+    return decide(data, keep, drop_harmful, policy)
 
 
 def check_ids_match(

@@ -17,11 +17,9 @@ import pyarrow.compute as pc
 
 from stepsift.data import RecordIndex, index_records
 from stepsift.data.table_writer import write_table_rows
-from stepsift.select.decide import decide
 from stepsift.select.harmful import Policy
-from stepsift.select.keep import Keep, Selection
-from stepsift.select.matching import check_ids_match
-from stepsift.select.score_data import read_score_data
+from stepsift.select.keep import Keep, Selection, requested
+from stepsift.select.matching import decide_for
 
 TABLE_SUFFIX = ".parquet"
 
@@ -38,19 +36,19 @@ class TablePlan:
 def plan_table_selection(
     candidates: Path,
     scores: Path,
-    keep: Keep,
+    keep: Keep | str,
     drop_harmful: bool = False,
     skip_invalid: bool = False,
     order: str = "input",
     image_root: Path | None = None,
     policy: Policy | None = None,
 ) -> TablePlan:
+    """Everything `select` on a table does except writing: index, choose, order."""
+    keep = requested(keep, order)
     index = index_records(candidates, image_root)
     if not skip_invalid:
         index.raise_for_problems()
-    data = read_score_data(Path(scores))
-    check_ids_match(data.ids, index.ids.to_pylist(), candidates, scores)
-    selection = decide(data, keep, drop_harmful, policy)
+    selection = decide_for(index.ids.to_pylist(), candidates, scores, keep, drop_harmful, policy)
     kept = pa.array(selection.kept_ids, pa.string())
     positions = pc.index_in(kept, value_set=index.ids).to_numpy(zero_copy_only=False)
     positions = positions.astype(np.int64)

@@ -12,12 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stepsift.data import Record, is_table, read_records, write_records
-from stepsift.select.decide import decide
 from stepsift.select.fast import fast_select
 from stepsift.select.harmful import Policy
-from stepsift.select.keep import Keep, Selection, parse_keep
-from stepsift.select.matching import check_ids_match
-from stepsift.select.score_data import read_score_data
+from stepsift.select.keep import Keep, Selection, requested
+from stepsift.select.matching import decide_for
 from stepsift.select.table import select_table
 
 
@@ -41,15 +39,12 @@ def plan_selection(
     policy: Policy | None = None,
 ) -> Plan:
     """Everything `select` does except writing: read, validate, choose, order."""
-    keep = parse_keep(keep) if isinstance(keep, str) else keep
-    if order not in ("input", "utility"):
-        raise ValueError(f"unknown order {order!r}; choose 'input' or 'utility'")
+    keep = requested(keep, order)
     read = read_records(Path(candidates), image_root)
     if not skip_invalid:
         read.raise_for_problems()
-    data = read_score_data(Path(scores))
-    check_ids_match(data.ids, [r.id for r in read.records], candidates, scores)
-    selection = decide(data, keep, drop_harmful, policy)
+    ids = [r.id for r in read.records]
+    selection = decide_for(ids, candidates, scores, keep, drop_harmful, policy)
     by_id = {r.id: r for r in read.records}
     if order == "utility":
         chosen = [by_id[i] for i in selection.kept_ids]
@@ -83,9 +78,7 @@ def select(
     exact JSONL bytes, that validation is trusted and the file is only streamed
     (`select/fast.py`).
     """
-    keep = parse_keep(keep) if isinstance(keep, str) else keep
-    if order not in ("input", "utility"):
-        raise ValueError(f"unknown order {order!r}; choose 'input' or 'utility'")
+    keep = requested(keep, order)
     if is_table(candidates):
         return select_table(
             Path(candidates), Path(scores), keep, Path(out), drop_harmful, skip_invalid, order,
