@@ -97,6 +97,18 @@ def qwen2_tokenizer(template: str, extra_specials: Sequence[str] = (), **roles):
     return tokenizer
 
 
+def qwen_vl_token_ids(tokenizer) -> dict:
+    """The Qwen-VL configs' vision token ids (Qwen2-VL to Qwen3-VL), and tied embeddings."""
+    ids = tokenizer.convert_tokens_to_ids
+    return dict(
+        image_token_id=ids("<|image_pad|>"),
+        video_token_id=ids("<|video_pad|>"),
+        vision_start_token_id=ids("<|vision_start|>"),
+        vision_end_token_id=ids("<|vision_end|>"),
+        tie_word_embeddings=True,
+    )
+
+
 def build_qwen2(folder: Path, tokenizer) -> Path:
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -121,7 +133,6 @@ def build_qwen_vl(folder: Path, tokenizer, family: str) -> Path:
         Qwen2VLImageProcessorPil,
     )
 
-    ids = tokenizer.convert_tokens_to_ids
     text = dict(TEXT, vocab_size=len(tokenizer), rope_scaling={"type": "mrope",
                 "mrope_section": [2, 1, 1]})  # fmt: skip
     if family == "qwen2_vl":
@@ -135,15 +146,7 @@ def build_qwen_vl(folder: Path, tokenizer, family: str) -> Path:
         )  # fmt: skip
         vision = dict(depth=2, hidden_size=32, out_hidden_size=32, intermediate_size=64,
                       num_heads=2, fullatt_block_indexes=[1], window_size=56)  # fmt: skip
-    config = config_cls(
-        text_config=text,
-        vision_config=vision,
-        image_token_id=ids("<|image_pad|>"),
-        video_token_id=ids("<|video_pad|>"),
-        vision_start_token_id=ids("<|vision_start|>"),
-        vision_end_token_id=ids("<|vision_end|>"),
-        tie_word_embeddings=True,
-    )
+    config = config_cls(text_config=text, vision_config=vision, **qwen_vl_token_ids(tokenizer))
     torch.manual_seed(0)
     model_cls(config).save_pretrained(folder)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import chat_templates
 import torch
-from tiny_models import TEXT, qwen2_tokenizer
+from tiny_models import TEXT, qwen2_tokenizer, qwen_vl_token_ids
 
 VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
 # Gemma3's and LLaVA-OneVision's SigLIP towers, as they ship: without the pooling head
@@ -71,21 +71,12 @@ def build_qwen3_vl(folder: Path) -> Path:
     )
 
     tokenizer = qwen2_tokenizer(chat_templates.QWEN3_VL)
-    ids = tokenizer.convert_tokens_to_ids
     rope = {"rope_type": "default", "rope_theta": 5e6, "mrope_section": [2, 1, 1],
             "mrope_interleaved": True}  # fmt: skip
     text = dict(TEXT, vocab_size=len(tokenizer), head_dim=8, rope_parameters=rope)
     vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=32,
                   num_position_embeddings=16, deepstack_visual_indexes=[0])  # fmt: skip
-    config = Qwen3VLConfig(
-        text_config=text,
-        vision_config=vision,
-        image_token_id=ids("<|image_pad|>"),
-        video_token_id=ids("<|video_pad|>"),
-        vision_start_token_id=ids("<|vision_start|>"),
-        vision_end_token_id=ids("<|vision_end|>"),
-        tie_word_embeddings=True,
-    )
+    config = Qwen3VLConfig(text_config=text, vision_config=vision, **qwen_vl_token_ids(tokenizer))
 
     pixels = 32 * 32
     image_processor = Qwen2VLImageProcessorPil(
@@ -169,63 +160,51 @@ def _smolvlm_tokenizer():
 def build_smolvlm(folder: Path) -> Path:
     """SmolVLM2 (SigLIP tower, pixel shuffle, Llama text model as in SmolLM2): an image is
     split into 32x32 tiles plus a global view, written as row/column tokens."""
-    from transformers import (
-        LlamaConfig,
-        SmolVLMConfig,
-        SmolVLMForConditionalGeneration,
-        SmolVLMProcessor,
-    )
+    from transformers import SmolVLMConfig, SmolVLMForConditionalGeneration, SmolVLMProcessor
     from transformers.models.smolvlm.image_processing_pil_smolvlm import (
         SmolVLMImageProcessorPil,
     )
 
-    tokenizer = smolvlm_tokenizer()
-    config = SmolVLMConfig(
-        vision_config=dict(VISION, image_size=32, patch_size=8),
-        text_config=LlamaConfig(vocab_size=len(tokenizer), **TEXT),
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
-        scale_factor=2,
-        tie_word_embeddings=True,
-    )
-    image_processor = SmolVLMImageProcessorPil(
-        do_image_splitting=True, size={"longest_edge": 64}, max_image_size={"longest_edge": 32}
-    )
-
-    processor = image_only(SmolVLMProcessor)(
-        image_processor, tokenizer, image_seq_len=4, chat_template=chat_templates.SMOLVLM
-    )
-    model = random_model(SmolVLMForConditionalGeneration, config)
-    return _save(folder, model, processor, image_seq_len=4)
+    return _smolvlm_family(
+        folder, SmolVLMConfig, SmolVLMForConditionalGeneration,
+        image_only(SmolVLMProcessor), SmolVLMImageProcessorPil,
+    )  # fmt: skip
 
 
 def build_idefics3(folder: Path) -> Path:
     """SmolVLM (v1, as HuggingFaceTB/SmolVLM-256M-Instruct ships it: the Idefics3 classes):
     the same tokenizer, template and image splitting as `build_smolvlm`."""
-    from transformers import (
-        Idefics3Config,
-        Idefics3ForConditionalGeneration,
-        Idefics3Processor,
-        LlamaConfig,
-    )
+    from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor
     from transformers.models.idefics3.image_processing_pil_idefics3 import (
         Idefics3ImageProcessorPil,
     )
 
+    return _smolvlm_family(
+        folder, Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor,
+        Idefics3ImageProcessorPil,
+    )  # fmt: skip
+
+
+def _smolvlm_family(folder: Path, config_cls, model_cls, processor_cls, image_processor_cls):
+    """One tiny SmolVLM / Idefics3 checkpoint: the two share config, tokenizer, template
+    and image splitting, and differ only in their classes."""
+    from transformers import LlamaConfig
+
     tokenizer = smolvlm_tokenizer()
-    config = Idefics3Config(
+    config = config_cls(
         vision_config=dict(VISION, image_size=32, patch_size=8),
         text_config=LlamaConfig(vocab_size=len(tokenizer), **TEXT),
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
         scale_factor=2,
         tie_word_embeddings=True,
     )
-    image_processor = Idefics3ImageProcessorPil(
+    image_processor = image_processor_cls(
         do_image_splitting=True, size={"longest_edge": 64}, max_image_size={"longest_edge": 32}
     )
-    processor = Idefics3Processor(
+    processor = processor_cls(
         image_processor, tokenizer, image_seq_len=4, chat_template=chat_templates.SMOLVLM
     )
-    model = random_model(Idefics3ForConditionalGeneration, config)
+    model = random_model(model_cls, config)
     return _save(folder, model, processor, image_seq_len=4)
 
 
