@@ -362,3 +362,14 @@ def test_the_writer_gathers_window_by_window_in_any_order(tmp_path, monkeypatch)
     )
     assert pq.read_table(whole).column("id").to_pylist() == index.id_list(order)
     assert pq.read_table(windowed).to_pylist() == pq.read_table(whole).to_pylist()
+
+
+def test_the_python_path_takes_keep_as_text_and_checks_order(scored_table, tmp_path):
+    from stepsift.select.llamafactory import select_with_dataset_info
+
+    pool, scores = scored_table
+    out = tmp_path / "lf" / "subset.parquet"
+    selection, _ = select_with_dataset_info(pool, scores, "4", out, "picked")
+    assert len(selection.kept_ids) == 4 and len(pq.read_table(out)) == 4
+    with pytest.raises(ValueError, match="unknown order 'best'"):
+        select_with_dataset_info(pool, scores, "4", out, "picked", order="best")
