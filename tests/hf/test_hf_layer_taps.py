@@ -1,6 +1,7 @@
-"""On Hugging Face proxies, per-sample gradients of LoRA adapters are read off one
-batched backward (instead of a backward per sample) and equal the loop's; batches with
-images and tied full-parameter steps keep the loop."""
+"""On Hugging Face proxies, per-sample gradients are read off one batched backward
+(instead of a backward per sample) and equal the loop's: LoRA adapters, and a
+full-parameter step with its RMS norms and its output head tied to the embedding; batches
+with images keep the loop."""
 
 from __future__ import annotations
 
@@ -35,11 +36,25 @@ def test_lora_gradients_are_read_off_and_equal_the_loop(hf_models):
     assert all(g.abs().sum() > 0 for g in got.values())
 
 
-def test_tied_full_parameters_and_image_batches_keep_the_loop(hf_models, images):
+def test_full_parameters_with_a_tied_head_and_rms_norms_are_read_off(hf_models):
     proxy = HFProxy(str(hf_models["qwen2"]), HFOptions(dtype="float64"))
+    assert proxy.model.config.tie_word_embeddings  # the output head is the embedding
     params = proxy.step_parameters()
-    assert per_sample_method(proxy, params) == "loop"  # the output head is the embedding
-    assert "shared by 2 modules" in proxy.per_sample_fallback
+    assert any("norm" in n for n in params)
+    assert per_sample_method(proxy, params) == "layer read-off"
+    tensors = proxy.collate(math_records(4)).tensors
+    got, loss = per_sample_grads(proxy, params, tensors)
+    assert not getattr(proxy, "per_sample_fallback", "")  # the first batch's check passed
+    want, want_loss = looped_grads(proxy, params, tensors)
+    assert_same(got, want)
+    torch.testing.assert_close(loss, want_loss, rtol=1e-9, atol=1e-12)
+    # the head's share and the embedding's both land in the one tied weight
+    embedding = proxy.model.get_input_embeddings().weight
+    name = next(n for n, p in proxy.model.named_parameters() if p is embedding)
+    assert (got[name].abs().sum(-1) > 0).sum(-1).min() > tensors["input_ids"].unique().numel()
+
+
+def test_image_batches_keep_the_loop(hf_models, images):
     vl = HFProxy(str(hf_models["qwen2_vl"]), HFOptions(lora_rank=4, dtype="float64"))
     vl.restrict_step("lora")
     tensors = vl.collate(math_records(3, images)).tensors

@@ -75,11 +75,89 @@ def test_a_parameter_used_outside_its_module_fails_the_check():
     assert not plan.checked
 
 
-def test_unreadable_modules_and_tied_weights_are_refused():
-    tied = nn.Sequential(nn.Embedding(6, 4), nn.Linear(4, 6, bias=False))
-    tied[1].weight = tied[0].weight
-    with pytest.raises(NotReadable, match="shared by 2 modules"):
-        TapPlan.build(tied, ["0.weight"])
+def per_sample_by_loop(model: nn.Module, params: dict, loss, n: int) -> dict:
+    """Reference: a backward pass per sample."""
+    out = {name: [] for name in params}
+    for i in range(n):
+        leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+        grads = torch.autograd.grad(loss(leaves)[i], list(leaves.values()))
+        for name, g in zip(leaves, grads, strict=True):
+            out[name].append(g)
+    return {name: torch.stack(gs) for name, gs in out.items()}
+
+
+class RMSNorm(nn.Module):
+    """Hugging Face's (LlamaRMSNorm's) formula, under a name the read-off recognises."""
+
+    def __init__(self, d: int, scale: float = 1.0):
+        super().__init__()
+        self.weight = nn.Parameter(torch.rand(d, dtype=torch.float64) + 0.5)
+        self.variance_epsilon = 1e-6
+        self.scale = scale  # anything but 1: a variant the read-off's formula gets wrong
+
+    def forward(self, x):
+        x32 = x.to(torch.float32)
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
+        return self.weight * (self.scale * x32.to(x.dtype))
+
+
+class TiedHeadOnPickedRows(nn.Module):
+    """An HF-shaped language model: embedding, RMS norm, and an output head tied to the
+    embedding and applied only to picked positions, flattened into rows."""
+
+    def __init__(self, scale: float = 1.0):
+        super().__init__()
+        self.emb = nn.Embedding(11, 6).double()
+        self.norm = RMSNorm(6, scale)
+        self.head = nn.Linear(6, 11, bias=False).double()
+        self.head.weight = self.emb.weight
+
+    def forward(self, ids, mask):
+        rows, cols = mask.nonzero(as_tuple=True)
+        logits = self.head(self.norm(self.emb(ids))[rows, cols])
+        labels = (ids[rows, cols] + 1) % 11
+        token = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+        return torch.zeros(ids.shape[0], dtype=token.dtype).index_add(0, rows, token)
+
+
+def tied_case(scale: float = 1.0):
+    torch.manual_seed(0)
+    model = TiedHeadOnPickedRows(scale)
+    ids = torch.randint(0, 11, (3, 5))
+    mask = torch.tensor([[0, 1, 1, 0, 0], [1, 1, 1, 1, 0], [0, 0, 0, 0, 1]], dtype=torch.bool)
+    params = {n: p.detach() for n, p in model.named_parameters()}
+
+    def loss(p):
+        return torch.func.functional_call(model, p, (ids, mask))
+
+    return model, params, loss, (model.head,), mask.nonzero(as_tuple=True)[0]
+
+
+def test_a_tied_head_on_picked_rows_and_an_rms_norm_are_read_off():
+    model, params, loss, flat_modules, rows = tied_case()
+    assert set(params) == {"emb.weight", "norm.weight"}  # the head's weight is the embedding's
+    plan = TapPlan.build(model, list(params))
+    assert len(plan.owners["emb.weight"]) == 2
+    got, _ = tapped_grads(model, plan, loss, params, 3, (flat_modules, rows))
+    assert plan.checked
+    assert_same(got, per_sample_by_loop(model, params, loss, 3))
+
+
+def test_a_flattened_call_not_declared_as_such_is_refused():
+    model, params, loss, _, _ = tied_case()
+    plan = TapPlan.build(model, list(params))
+    with pytest.raises(NotReadable, match="Linear called on 7 rows"):
+        tapped_grads(model, plan, loss, params, 3)
+
+
+def test_an_rms_norm_computing_otherwise_fails_the_check():
+    model, params, loss, flat_modules, rows = tied_case(scale=2.0)
+    plan = TapPlan.build(model, list(params))
+    with pytest.raises(NotReadable, match="norm.weight is used outside"):
+        tapped_grads(model, plan, loss, params, 3, (flat_modules, rows))
+
+
+def test_unreadable_modules_are_refused():
     grouped = nn.Conv2d(4, 4, 3, groups=2)
     with pytest.raises(NotReadable, match="grouped"):
         TapPlan.build(grouped, ["weight"])

@@ -77,6 +77,12 @@ class Proxy(ABC):
         per-sample gradients can be read off the layers' calls)."""
         return True
 
+    def token_rows(self, tensors: Mapping[str, Tensor]) -> tuple[tuple[nn.Module, ...], Tensor]:
+        """The modules this proxy calls on the batch's supervised tokens flattened into
+        rows (an output head applied to the picked positions only), and each row's sample;
+        the layer read-off regroups those calls by sample. None by default."""
+        return (), torch.zeros(0, dtype=torch.long)
+
     @abstractmethod
     def collate(self, records: Sequence[Record]) -> Batch:
         """Tokenise and pad records; the loss mask covers assistant tokens only."""

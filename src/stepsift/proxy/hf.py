@@ -243,6 +243,13 @@ class HFProxy(Proxy):
             return False
         return not any(k.endswith(ROWS) and int(v.sum()) > 0 for k, v in tensors.items())
 
+    def token_rows(self, tensors: Mapping[str, Tensor]) -> tuple[tuple[nn.Module, ...], Tensor]:
+        """The output head sees only the supervised positions, flattened (per_sample_loss)."""
+        if not self._has_decoder:
+            return (), torch.zeros(0, dtype=torch.long)
+        rows, _ = tensors["loss_mask"].nonzero(as_tuple=True)
+        return (self.model.get_output_embeddings(),), rows
+
     # -- losses ----------------------------------------------------------------
     def _call(self, params: Mapping[str, Tensor], tensors: Mapping[str, Tensor], hidden: bool):
         if self.options.gradient_checkpointing:
@@ -262,7 +269,8 @@ class HFProxy(Proxy):
         if self._has_decoder:  # hidden states: apply the output head
             head = self.model.get_output_embeddings()
             weight = params.get(self._head_name, head.weight)
-            picked = F.linear(picked, weight, getattr(head, "bias", None))
+            # called as a module (not F.linear) so the layer read-off sees the call
+            picked = functional_call(head, {"weight": weight}, (picked,))
         token_loss = F.cross_entropy(
             picked.float() if picked.dtype in (torch.bfloat16, torch.float16) else picked,
             tensors["labels"][rows, cols],

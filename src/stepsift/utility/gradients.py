@@ -63,7 +63,12 @@ def grads_by_mode(
         n = next(iter(tensors.values())).shape[0]
         try:
             return tapped_grads(
-                proxy.model, plan, lambda p: proxy.per_sample_loss(p, tensors), params, n
+                proxy.model,
+                plan,
+                lambda p: proxy.per_sample_loss(p, tensors),
+                params,
+                n,
+                proxy.token_rows(tensors),
             )
         except NotReadable as e:
             if not plan.checked:  # the first batch failed its check: never again

@@ -8,7 +8,9 @@ and Opacus). For y_t = W a_t + c:
     ∂ℓ_i/∂W = Σ_t b_t a_tᵀ        ∂ℓ_i/∂c = Σ_t b_t
 
 an embedding scatters b_t into the rows of its ids, a convolution is the linear case on
-its unfolded patches, and a layer norm's weight collects Σ_t b_t ⊙ x̂_t. Samples in a
+its unfolded patches, and a layer norm's or RMS norm's weight collects Σ_t b_t ⊙ x̂_t. A
+weight two modules share (an output head tied to the embedding) gets the sum of both
+modules' read-offs, as autograd sums the two uses. Samples in a
 padded batch do not interact, so the gradient of Σ_i ℓ_i with respect to a layer's output
 at sample i's rows is exactly ∂ℓ_i/∂y: one forward and one backward of the whole batch
 give every sample's gradient, where the loop (or vmap) of `gradients.py` runs a backward
@@ -20,7 +22,8 @@ module with the sample as the leading dimension. `TapPlan` refuses modules it ca
 read (and parameters it cannot find a module for); the first batch is also checked: the
 per-sample gradients must sum to the batch gradient, which fails when a parameter is
 also used outside its module (a tied output head applied with F.linear, a positional
-table sliced by hand), and then the caller falls back to the per-sample loop.
+table sliced by hand) or when a norm computes other than the formula read here, and
+then the caller falls back to the per-sample loop.
 """
 
 from __future__ import annotations
@@ -51,11 +54,33 @@ class NotReadable(ValueError):
     """The batch's per-sample gradients cannot be read off its layers; use the loop."""
 
 
+def is_rms_norm(module: nn.Module) -> bool:
+    """A Hugging Face RMS norm (LlamaRMSNorm, Qwen2RMSNorm, Gemma3RMSNorm, ...): no class
+    to test against, so recognised by name, a 1-D weight and an epsilon. Variants whose
+    formula differs from `rms_normalised` fail the first batch's check, not silently."""
+    weight = getattr(module, "weight", None)
+    return (
+        type(module).__name__.endswith("RMSNorm")
+        and isinstance(weight, nn.Parameter)
+        and weight.dim() == 1
+        and rms_epsilon(module) is not None
+        and getattr(module, "bias", None) is None
+    )
+
+
+def rms_epsilon(module: nn.Module) -> float | None:
+    eps = getattr(module, "variance_epsilon", getattr(module, "eps", None))
+    return float(eps) if isinstance(eps, (int, float)) else None
+
+
 def readable(module: nn.Module) -> str | None:
     """Why `module` cannot be read off (None when it can)."""
     kind = type(module)
+    if is_rms_norm(module):
+        return None
     if kind not in READABLE:
-        return f"{kind.__name__} is not one of {', '.join(k.__name__ for k in READABLE)}"
+        names = [k.__name__ for k in READABLE] + ["an RMS norm"]
+        return f"{kind.__name__} is not one of {', '.join(names)}"
     if isinstance(module, nn.Embedding) and (module.max_norm is not None or module.sparse):
         return "an embedding with max_norm or sparse gradients"
     if isinstance(module, nn.Conv2d) and (
@@ -67,9 +92,10 @@ def readable(module: nn.Module) -> str | None:
 
 @dataclass
 class TapPlan:
-    """Which module (and attribute) holds each step parameter."""
+    """Which modules (and attributes) hold each step parameter: one, or several for a
+    tied weight."""
 
-    owners: dict[str, tuple[nn.Module, str]]
+    owners: dict[str, list[tuple[nn.Module, str]]]
     checked: bool = False
 
     @classmethod
@@ -84,13 +110,11 @@ class TapPlan:
             found = holders.get(id(named[name])) if name in named else None
             if not found:
                 raise NotReadable(f"parameter {name} has no module")
-            if len(found) > 1:  # tied weights: two modules, two reads; not handled
-                raise NotReadable(f"parameter {name} is shared by {len(found)} modules")
-            module, attr = found[0]
-            why = readable(module)
-            if why:
-                raise NotReadable(f"parameter {name}: {why}")
-            owners[name] = (module, attr)
+            for module, _ in found:
+                why = readable(module)
+                if why:
+                    raise NotReadable(f"parameter {name}: {why}")
+            owners[name] = found
         return cls(owners)
 
 
@@ -106,15 +130,22 @@ def tapped_grads(
     loss_fn: Callable[[Params], Tensor],
     params: Params,
     n_samples: int,
+    token_rows: tuple[tuple[nn.Module, ...], Tensor] = ((), torch.zeros(0, dtype=torch.long)),
 ) -> tuple[Params, Tensor]:
     """Every sample's gradient of `loss_fn(params)` (shape (n,)) from one backward pass;
-    raises NotReadable when a module's calls do not have the samples as leading dim."""
-    modules = {id(m): m for m, _ in plan.owners.values()}
+    raises NotReadable when a module's calls do not have the samples as leading dim.
+
+    `token_rows` = (modules, rows): those modules are called on tokens flattened into
+    rows instead, row k belonging to sample rows[k] (`Proxy.token_rows`); their calls are
+    regrouped by sample, zero-padded, before the read-off."""
+    modules = {id(m): m for found in plan.owners.values() for m, _ in found}
     calls = {key: _Calls() for key in modules}
+    flat_modules, rows = {id(m) for m in token_rows[0]}, token_rows[1]
 
     def record(module: nn.Module, args: tuple, output: Tensor) -> None:
         x = args[0]
-        if x.shape[0] != n_samples or output.shape[0] != n_samples:
+        expect = len(rows) if id(module) in flat_modules else n_samples
+        if x.shape[0] != expect or output.shape[0] != expect:
             raise NotReadable(f"{type(module).__name__} called on {x.shape[0]} rows")
         calls[id(module)].inputs.append(x.detach())
         calls[id(module)].outputs.append(output)
@@ -135,18 +166,37 @@ def tapped_grads(
         c.outputs = [
             g if (g := next(out_grads)) is not None else torch.zeros_like(o) for o in c.outputs
         ]
+    for key in flat_modules & set(calls):
+        c = calls[key]
+        c.inputs = [by_sample(x, rows, n_samples) for x in c.inputs]
+        c.outputs = [by_sample(g, rows, n_samples) for g in c.outputs]
     per_sample: Params = {}
-    for name, (module, attr) in plan.owners.items():
-        c = calls[id(module)]
-        if not c.inputs:
+    for name, found in plan.owners.items():
+        if not any(calls[id(module)].inputs for module, _ in found):
             raise NotReadable(f"parameter {name}: its module was never called")
         per_sample[name] = sum(
-            read_off(module, attr, x, g) for x, g in zip(c.inputs, c.outputs, strict=True)
+            read_off(module, attr, x, g)
+            for module, attr in found
+            for x, g in zip(calls[id(module)].inputs, calls[id(module)].outputs, strict=True)
         )
     if not plan.checked:
         check_sums(per_sample, dict(zip(leaves, grads[len(outputs) :], strict=True)))
         plan.checked = True
     return per_sample, losses.detach()
+
+
+def by_sample(flat: Tensor, rows: Tensor, n_samples: int) -> Tensor:
+    """Rows of `flat` regrouped as (n_samples, longest, ...), row k at sample rows[k]; the
+    padding is zero, so it adds nothing to any read-off (its output gradient is zero)."""
+    rows = rows.to(flat.device)
+    counts = torch.bincount(rows, minlength=n_samples)
+    starts = torch.cumsum(counts, 0) - counts
+    order = torch.argsort(rows, stable=True)
+    position = torch.empty_like(rows)
+    position[order] = torch.arange(len(rows), device=rows.device) - starts[rows[order]]
+    out = flat.new_zeros(n_samples, int(counts.max()) if len(rows) else 0, *flat.shape[1:])
+    out[rows, position] = flat
+    return out
 
 
 def check_sums(per_sample: Params, batch: Mapping[str, Tensor | None]) -> None:
@@ -190,7 +240,18 @@ def read_off(module: nn.Module, attr: str, x: Tensor, g: Tensor) -> Tensor:
             return g2.sum(1)
         x_hat = F.layer_norm(x, module.normalized_shape, None, None, module.eps)
         return (g2 * x_hat.reshape(g2.shape)).sum(1)
+    if is_rms_norm(module):  # y = w ⊙ x̂ (Gemma: (1 + w) ⊙ x̂): ∂y/∂w = x̂ either way
+        d = module.weight.shape[0]
+        g2 = g.reshape(n, -1, d)
+        return (g2 * rms_normalised(module, x).reshape(g2.shape)).sum(1)
     raise NotReadable(f"{type(module).__name__}")
+
+
+def rms_normalised(module: nn.Module, x: Tensor) -> Tensor:
+    """x̂ as Hugging Face's RMS norms compute it: in float32 (whatever x's dtype), cast back."""
+    x32 = x.to(torch.float32)
+    eps = rms_epsilon(module)
+    return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
 
 
 def ghost_sq_norms(x: Tensor, g: Tensor) -> Tensor:
