@@ -71,6 +71,10 @@ VARIANTS: dict[str, Callable[[Proxy, Batch, StepRule], UtilityEstimator]] = {
     "forward K=0": partial(ForwardUtility, directions=0),
     "forward K=4": partial(ForwardUtility, directions=4),
     "forward K=16": partial(ForwardUtility, directions=16),
+    # the same directional derivatives as ghost products of one batched backward
+    # (utility/ghost.py) instead of forward-mode AD: what "auto" falls back to
+    "first-order ghost": partial(FirstOrderUtility, mode="ghost"),
+    "forward K=1 ghost": partial(ForwardUtility, mode="ghost"),
     "anchor-subsample": AnchorSubsampleUtility,  # exact on a seeded 32 of the anchors
     "less": LessScore,
     "less d=1024": partial(LessScore, dim=1024),

@@ -21,7 +21,7 @@ def anchor_grad(proxy: BuiltinProxy, anchors, names: list[str]) -> Tensor:
     return torch.stack(flat_grads(proxy, anchors, names)).mean(0)
 
 
-@pytest.mark.parametrize("mode", ["jvp", "fd", "auto"])
+@pytest.mark.parametrize("mode", ["jvp", "ghost", "fd", "auto"])
 def test_sgd_first_order_is_lr_times_gradient_inner_product(
     proxy, candidates, anchors, mode
 ) -> None:
@@ -106,8 +106,11 @@ class FusedKernelProxy(BuiltinProxy):
         return NoForwardAD.apply(super().per_sample_loss(params, tensors))
 
 
-def test_auto_falls_back_to_finite_differences(proxy, candidates, anchors) -> None:
-    """A model without forward-mode support is scored by finite differences, same values."""
+def test_auto_falls_back_to_ghost_products_then_finite_differences(
+    proxy, candidates, anchors, monkeypatch
+) -> None:
+    """A model without forward-mode support is scored by ghost products read off its
+    layers (exact), or, where its layers cannot be read, by finite differences."""
     fused = FusedKernelProxy(proxy.config)
     fused.model.load_state_dict(proxy.model.state_dict())
     fused.model.double()
@@ -116,9 +119,14 @@ def test_auto_falls_back_to_finite_differences(proxy, candidates, anchors) -> No
         FirstOrderUtility(fused, fused.collate(anchors), rule, mode="jvp")(
             fused.collate(candidates)
         )
+    reference = FirstOrderUtility(proxy, proxy.collate(anchors), rule, mode="jvp")
+    expected = reference(proxy.collate(candidates)).utility.numpy()
+    auto = FirstOrderUtility(fused, fused.collate(anchors), rule, mode="auto")
+    result = auto(fused.collate(candidates))
+    assert auto.describe()["directional"] == "ghost"
+    np.testing.assert_allclose(result.utility.numpy(), expected, rtol=1e-9)
+    monkeypatch.setattr(fused, "rows_are_samples", lambda tensors: False)
     auto = FirstOrderUtility(fused, fused.collate(anchors), rule, mode="auto")
     result = auto(fused.collate(candidates))
     assert auto.describe()["directional"] == "fd"
-    reference = FirstOrderUtility(proxy, proxy.collate(anchors), rule, mode="jvp")
-    expected = reference(proxy.collate(candidates)).utility
-    np.testing.assert_allclose(result.utility.numpy(), expected.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(result.utility.numpy(), expected, rtol=1e-5)

@@ -75,13 +75,16 @@ def test_warm_adam_uses_the_preconditioned_step(proxy, candidates, anchors) -> N
     assert np.all(np.abs(tangents[:, p == 0]) == 0)
 
 
-def test_jvp_and_finite_differences_agree(proxy, candidates, anchors) -> None:
+def test_jvp_ghost_products_and_finite_differences_agree(proxy, candidates, anchors) -> None:
     rule = SGDStep(0.3)
     batch, anchor_batch = proxy.collate(candidates), proxy.collate(anchors)
     jvp = ForwardUtility(proxy, anchor_batch, rule, directions=2, mode="jvp")
+    ghost = ForwardUtility(proxy, anchor_batch, rule, directions=2, mode="ghost")
     fd = ForwardUtility(proxy, anchor_batch, rule, directions=2, mode="fd")
-    np.testing.assert_allclose(fd(batch).utility.numpy(), jvp(batch).utility.numpy(), rtol=1e-5)
-    assert jvp.describe()["directional"] == "jvp" and fd.describe()["directional"] == "fd"
+    want = jvp(batch).utility.numpy()
+    np.testing.assert_allclose(ghost(batch).utility.numpy(), want, rtol=1e-9)
+    np.testing.assert_allclose(fd(batch).utility.numpy(), want, rtol=1e-5)
+    assert [e.describe()["directional"] for e in (jvp, ghost, fd)] == ["jvp", "ghost", "fd"]
 
 
 def test_tiny_step_tracks_exact_and_state_round_trips(proxy, candidates, anchors) -> None:

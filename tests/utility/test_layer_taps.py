@@ -7,8 +7,9 @@ import pytest
 import torch
 from torch import nn
 
+from stepsift.utility.ghost import ghost_sq_norms, tapped_dots
 from stepsift.utility.gradients import looped_grads, per_sample_grads, per_sample_method
-from stepsift.utility.layer_taps import NotReadable, TapPlan, ghost_sq_norms, tapped_grads
+from stepsift.utility.layer_taps import NotReadable, TapPlan, tapped_grads
 
 
 def assert_same(got: dict, want: dict) -> None:
@@ -178,3 +179,50 @@ def test_an_unknown_mode_is_refused(proxy):
     proxy.per_sample_mode = "fast"
     with pytest.raises(ValueError, match="unknown per_sample_mode 'fast'"):
         per_sample_method(proxy, proxy.step_parameters())
+
+
+def test_ghost_products_equal_the_read_off_gradients_products(proxy, candidates):
+    """<g_i, d_m> without forming g_i, through convolutions, embeddings, norms and
+    linears (the built-in proxy) and a tied head on flattened rows with an RMS norm."""
+    tensors = proxy.collate(candidates).tensors
+    params = proxy.step_parameters()
+    torch.manual_seed(1)
+    directions = {n: torch.randn(3, *p.shape, dtype=p.dtype) for n, p in params.items()}
+    n = len(candidates)
+    plan = TapPlan.build(proxy.model, list(params))
+    losses, dots = tapped_dots(
+        proxy.model, plan, lambda p: proxy.per_sample_loss(p, tensors), params, n, directions
+    )
+    assert plan.checked and dots.shape == (3, n)
+    grads, want_losses = looped_grads(proxy, params, tensors)
+    want = sum(
+        torch.einsum("mk,nk->mn", directions[k].reshape(3, -1), g.reshape(n, -1))
+        for k, g in grads.items()
+    )
+    torch.testing.assert_close(dots, want, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(losses, want_losses)
+
+    model, params, loss, flat_modules, rows = tied_case()
+    directions = {k: torch.randn(2, *p.shape, dtype=p.dtype) for k, p in params.items()}
+    plan = TapPlan.build(model, list(params))
+    _, dots = tapped_dots(model, plan, loss, params, 3, directions, (flat_modules, rows))
+    grads = per_sample_by_loop(model, params, loss, 3)
+    want = sum(
+        torch.einsum("mk,nk->mn", directions[k].reshape(2, -1), g.reshape(3, -1))
+        for k, g in grads.items()
+    )
+    torch.testing.assert_close(dots, want, rtol=1e-10, atol=1e-12)
+
+
+def test_ghost_products_check_their_first_batch():
+    model = SlicedTable()
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    ids = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    directions = {n: torch.ones(1, *p.shape, dtype=p.dtype) for n, p in params.items()}
+
+    def loss(p):
+        return torch.func.functional_call(model, p, (ids,))
+
+    plan = TapPlan.build(model, list(params))
+    with pytest.raises(NotReadable, match="emb.weight is used outside"):
+        tapped_dots(model, plan, loss, params, 2, directions)

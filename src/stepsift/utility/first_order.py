@@ -3,9 +3,10 @@
 To first order in the step, U_i = L_A(θ) - L_A(θ + δ_i) ≈ -<g_A, δ_i>. When δ_i is
 linear in the candidate's gradient g_i (SGD: δ_i = -η g_i), the inner product
 <g_A, g_i> is the derivative of the candidate's own loss along the fixed direction g_A,
-so a whole batch needs no per-sample gradient at all: one forward-mode (JVP) pass, or
-two forward passes by central finite differences where forward-mode AD is not
-supported.
+so a whole batch needs no per-sample gradient at all: one forward-mode (JVP) pass; where
+forward-mode AD is not supported, ghost products read off one batched backward
+(`ghost.py`, exact), or, where the layers cannot be read either, two forward passes by
+central finite differences.
 
 Adam from the warm-up state splits into a part every candidate shares and a part
 linear in g_i, with the second moment frozen at β2·v0 (one sample moves it by a factor
@@ -30,9 +31,11 @@ from torch.func import jvp
 from stepsift.proxy.base import Batch, Params, Proxy
 from stepsift.utility.anchors import expand_at_shared_step
 from stepsift.utility.base import UtilityResult
+from stepsift.utility.ghost import proxy_dots
+from stepsift.utility.layer_taps import NotReadable
 from stepsift.utility.steps import AdamStep, SGDStep, StepRule
 
-MODES = ("auto", "jvp", "fd")
+MODES = ("auto", "jvp", "ghost", "fd")
 # Central differences: the truncation error falls as ε² and the rounding error grows as
 # machine-eps / ε, so the best relative step is about eps^(1/3) (6e-6 in float64,
 # 5e-3 in float32). The step is taken relative to the parameters' own scale.
@@ -105,17 +108,33 @@ def directional_fd(
     return loss, diff / (2 * eps)
 
 
-def jvp_or_fd(mode: str, by_jvp: Callable, by_fd: Callable, args: tuple) -> tuple[str, Any]:
-    """(the mode settled on, the result): forward-mode AD where the model supports it,
-    central finite differences where it does not ("auto" tries jvp once, then keeps
-    what worked)."""
+def directional_ghost(
+    proxy: Proxy, params: Params, tensors: Mapping[str, Tensor], direction: Params
+) -> tuple[Tensor, Tensor]:
+    """The same from ghost products of one batched backward (`ghost.py`)."""
+    loss, dots = proxy_dots(
+        proxy, params, dict(tensors), {n: d.unsqueeze(0) for n, d in direction.items()}
+    )
+    return loss, dots[0]
+
+
+def settle_mode(mode: str, ways: Mapping[str, Callable], args: tuple) -> tuple[str, Any]:
+    """(the mode settled on, the result of `ways[mode](*args)`). "auto" takes forward-mode
+    AD where the model supports it, else ghost products where its layers can be read
+    (both exact), else central finite differences; it settles at the first batch."""
     if mode == "auto":
-        try:
-            return "jvp", by_jvp(*args)
-        except (NotImplementedError, RuntimeError):
-            # e.g. fused attention kernels without a forward-mode derivative or batching rule
-            mode = "fd"
-    return mode, (by_jvp(*args) if mode == "jvp" else by_fd(*args))
+        for exact_way in ("jvp", "ghost"):
+            try:
+                return exact_way, ways[exact_way](*args)
+            except (NotImplementedError, RuntimeError, NotReadable):
+                # e.g. fused attention kernels without a forward-mode derivative or batching
+                # rule; layers the read-off does not know
+                continue
+        mode = "fd"
+    return mode, ways[mode](*args)
+
+
+DIRECTIONAL = {"jvp": directional_jvp, "ghost": directional_ghost, "fd": directional_fd}
 
 
 class FirstOrderUtility:
@@ -138,7 +157,7 @@ class FirstOrderUtility:
             raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
         self.proxy = proxy
         self.params = proxy.step_parameters()
-        self.mode = mode  # "auto" settles on "jvp" or "fd" at the first batch
+        self.mode = mode  # "auto" settles on "jvp", "ghost" or "fd" at the first batch
         if state is not None:  # the anchor direction another worker computed
             self.base_anchor_loss = float(state["base_anchor_loss"])
             self.offset = float(state["offset"])
@@ -161,7 +180,7 @@ class FirstOrderUtility:
 
     def directional(self, tensors: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
         args = (self.proxy, self.params, tensors, self.direction)
-        self.mode, out = jvp_or_fd(self.mode, directional_jvp, directional_fd, args)
+        self.mode, out = settle_mode(self.mode, DIRECTIONAL, args)
         return out
 
     def __call__(self, batch: Batch) -> UtilityResult:

@@ -32,20 +32,21 @@ from torch.func import jvp, vmap
 from stepsift.proxy.base import Batch, Params, Proxy
 from stepsift.utility.anchors import expand_at_shared_step
 from stepsift.utility.base import UtilityResult
-from stepsift.utility.first_order import directional_fd, jvp_or_fd, preconditioner
+from stepsift.utility.first_order import directional_fd, preconditioner, settle_mode
 from stepsift.utility.ggn_sketch import (
     DEFAULT_LABEL_DRAWS,
     DEFAULT_MAX_BYTES,
     DEFAULT_RANK,
     GGNSketch,
 )
+from stepsift.utility.ghost import proxy_dots
 from stepsift.utility.steps import StepRule
 
 # K: curvature directions besides the anchors' own one. Each costs about one more tangent
 # of the forward-mode pass, so one keeps the estimator near first-order's cost
 # (benchmarks/RESULTS.md gives fidelity and cost for K = 0, 1, 4, 16).
 DEFAULT_DIRECTIONS = 1
-MODES = ("auto", "jvp", "fd")
+MODES = ("auto", "jvp", "ghost", "fd")
 
 
 def derivatives_jvp(
@@ -69,6 +70,17 @@ def derivatives_fd(
     rows = [directional_fd(proxy, params, tensors, {n: t[j] for n, t in tangents.items()})
             for j in range(m)]  # fmt: skip
     return rows[0][0], torch.stack([d for _, d in rows])
+
+
+def derivatives_ghost(
+    proxy: Proxy, params: Params, tensors: Mapping[str, Tensor], tangents: Params
+) -> tuple[Tensor, Tensor]:
+    """The same from ghost products of one batched backward (`ghost.py`), all tangents at
+    once."""
+    return proxy_dots(proxy, params, dict(tensors), tangents)
+
+
+DERIVATIVES = {"jvp": derivatives_jvp, "ghost": derivatives_ghost, "fd": derivatives_fd}
 
 
 class ForwardUtility:
@@ -97,7 +109,7 @@ class ForwardUtility:
             raise ValueError(f"directions must be 0 or more, got {directions}")
         self.proxy = proxy
         self.params = proxy.step_parameters()
-        self.mode = mode  # "auto" settles on "jvp" or "fd" at the first batch
+        self.mode = mode  # "auto" settles on "jvp", "ghost" or "fd" at the first batch
         if state is not None:  # the tangents another worker computed
             self.base_anchor_loss = float(state["base_anchor_loss"])
             self.offset = float(state["offset"])
@@ -146,7 +158,7 @@ class ForwardUtility:
 
     def derivatives(self, tensors: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
         args = (self.proxy, self.params, tensors, self.tangents)
-        self.mode, out = jvp_or_fd(self.mode, derivatives_jvp, derivatives_fd, args)
+        self.mode, out = settle_mode(self.mode, DERIVATIVES, args)
         return out
 
     def __call__(self, batch: Batch) -> UtilityResult:

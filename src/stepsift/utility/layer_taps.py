@@ -14,8 +14,8 @@ modules' read-offs, as autograd sums the two uses. Samples in a
 padded batch do not interact, so the gradient of Σ_i ℓ_i with respect to a layer's output
 at sample i's rows is exactly ∂ℓ_i/∂y: one forward and one backward of the whole batch
 give every sample's gradient, where the loop (or vmap) of `gradients.py` runs a backward
-per sample. `ghost_sq_norms` gives ‖∂ℓ_i/∂W‖² of a linear layer without forming the
-per-sample gradient at all, from the token Gram matrices (a_t·a_s)(b_t·b_s).
+per sample. `ghost.py` takes inner products ⟨∂ℓ_i/∂W, V⟩ and norms from the same
+calls without forming the per-sample gradients at all.
 
 The read-off is only right when every use of a parameter goes through a call of its
 module with the sample as the leading dimension. `TapPlan` refuses modules it cannot
@@ -124,20 +124,28 @@ class _Calls:
     outputs: list[Tensor] = field(default_factory=list)
 
 
-def tapped_grads(
+NO_TOKEN_ROWS: tuple[tuple[nn.Module, ...], Tensor] = ((), torch.zeros(0, dtype=torch.long))
+# one call of a module holding a step parameter: (module, attribute, input, output grad),
+# input and output grad with the samples as leading dim
+LayerCall = tuple[nn.Module, str, Tensor, Tensor]
+
+
+def tapped_calls(
     model: nn.Module,
     plan: TapPlan,
     loss_fn: Callable[[Params], Tensor],
     params: Params,
     n_samples: int,
-    token_rows: tuple[tuple[nn.Module, ...], Tensor] = ((), torch.zeros(0, dtype=torch.long)),
-) -> tuple[Params, Tensor]:
-    """Every sample's gradient of `loss_fn(params)` (shape (n,)) from one backward pass;
-    raises NotReadable when a module's calls do not have the samples as leading dim.
+    token_rows: tuple[tuple[nn.Module, ...], Tensor] = NO_TOKEN_ROWS,
+) -> tuple[dict[str, list[LayerCall]], Tensor, dict[str, Tensor | None] | None]:
+    """One forward and one backward of the batch, recording every call of the modules
+    holding the step parameters: (each parameter's calls, the per-sample losses (n,), the
+    batch gradients for the first batch's check, None once the plan is checked). Raises
+    NotReadable when a module's calls do not have the samples as leading dim.
 
     `token_rows` = (modules, rows): those modules are called on tokens flattened into
     rows instead, row k belonging to sample rows[k] (`Proxy.token_rows`); their calls are
-    regrouped by sample, zero-padded, before the read-off."""
+    regrouped by sample, zero-padded."""
     modules = {id(m): m for found in plan.owners.values() for m, _ in found}
     calls = {key: _Calls() for key in modules}
     flat_modules, rows = {id(m) for m in token_rows[0]}, token_rows[1]
@@ -170,19 +178,38 @@ def tapped_grads(
         c = calls[key]
         c.inputs = [by_sample(x, rows, n_samples) for x in c.inputs]
         c.outputs = [by_sample(g, rows, n_samples) for g in c.outputs]
-    per_sample: Params = {}
+    per_param: dict[str, list[LayerCall]] = {}
     for name, found in plan.owners.items():
         if not any(calls[id(module)].inputs for module, _ in found):
             raise NotReadable(f"parameter {name}: its module was never called")
-        per_sample[name] = sum(
-            read_off(module, attr, x, g)
+        per_param[name] = [
+            (module, attr, x, g)
             for module, attr in found
             for x, g in zip(calls[id(module)].inputs, calls[id(module)].outputs, strict=True)
-        )
-    if not plan.checked:
-        check_sums(per_sample, dict(zip(leaves, grads[len(outputs) :], strict=True)))
+        ]
+    batch = None if plan.checked else dict(zip(leaves, grads[len(outputs) :], strict=True))
+    return per_param, losses.detach(), batch
+
+
+def tapped_grads(
+    model: nn.Module,
+    plan: TapPlan,
+    loss_fn: Callable[[Params], Tensor],
+    params: Params,
+    n_samples: int,
+    token_rows: tuple[tuple[nn.Module, ...], Tensor] = NO_TOKEN_ROWS,
+) -> tuple[Params, Tensor]:
+    """Every sample's gradient of `loss_fn(params)` (shape (n,)) from one backward pass
+    (`tapped_calls`), checked against the batch gradient on the plan's first batch."""
+    calls, losses, batch = tapped_calls(model, plan, loss_fn, params, n_samples, token_rows)
+    per_sample: Params = {
+        name: sum(read_off(module, attr, x, g) for module, attr, x, g in each)
+        for name, each in calls.items()
+    }
+    if batch is not None:
+        check_sums(per_sample, batch)
         plan.checked = True
-    return per_sample, losses.detach()
+    return per_sample, losses
 
 
 def by_sample(flat: Tensor, rows: Tensor, n_samples: int) -> Tensor:
@@ -252,10 +279,3 @@ def rms_normalised(module: nn.Module, x: Tensor) -> Tensor:
     x32 = x.to(torch.float32)
     eps = rms_epsilon(module)
     return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
-
-
-def ghost_sq_norms(x: Tensor, g: Tensor) -> Tensor:
-    """‖Σ_t g_t x_tᵀ‖² per sample for a linear layer's input x (n, T, i) and output
-    grad g (n, T, o), without forming the (o, i) gradients: Σ_{t,s} (x_t·x_s)(g_t·g_s).
-    Cheaper than the gradient when T² < i·o (short sequences through wide layers)."""
-    return ((x @ x.transpose(1, 2)) * (g @ g.transpose(1, 2))).sum((1, 2))
