@@ -87,10 +87,11 @@ VARIANTS.update(PEERS)
 
 def step_rule_named(name: str, proxy: Proxy) -> StepRule:
     """The step rule a benchmark's `--rules` item names: "adam" (continuing the proxy's
-    warm-up state at its lr) or "sgd η"."""
-    if name == "adam":
-        return make_step_rule("adam", None, proxy, 0.0)
-    return SGDStep(float(name.split()[1]))
+    warm-up state at its lr), "adam η" (the same state at lr η) or "sgd η"."""
+    kind, *lr = name.split()
+    if kind == "adam":
+        return make_step_rule("adam", float(lr[0]) if lr else None, proxy, 0.0)
+    return SGDStep(float(lr[0]))
 
 
 def top_overlap(reference: np.ndarray, estimate: np.ndarray, fraction: float = 0.2) -> float:

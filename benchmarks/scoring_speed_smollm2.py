@@ -106,6 +106,11 @@ def main() -> None:
         help="skip the agreement with exact (each rule scores the pool with every method): "
         "timing only",
     )
+    ap.add_argument(
+        "--no-timing",
+        action="store_true",
+        help="skip the timing phase: the agreement with exact alone",
+    )
     ap.add_argument("--memory-probe", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     proxy, batches, anchors = setup(
@@ -156,12 +161,14 @@ def main() -> None:
             print(f"{rule_name:>10} {method:>20}: ρ {rho:+.3f}  top-20% {top:.2f}", flush=True)
 
     timed["exact"] = ExactUtility(proxy, anchors, default_rule)
-    for method in methods:
+    for method in [] if args.no_timing else methods:
         if method not in failures:
             start = time.perf_counter()
             timed[method] = METHODS[method](proxy, anchors, default_rule)
             setup_seconds.setdefault(method, time.perf_counter() - start)
             print(f"set-up {method}: {setup_seconds[method]:.1f} s", flush=True)
+    if args.no_timing:
+        timed = {}
     per_candidate = time_methods(timed, batches, torch.device("cpu"), progress=True)
     argv = [sys.executable, __file__, f"--params={args.params}",
             f"--candidates={args.candidates}", f"--anchors={args.anchors}",
@@ -175,8 +182,12 @@ def main() -> None:
     print("\n| method | s / candidate | forward-equivalents | peak MB |"
           + "".join(f" ρ {r} | top-20% {r} |" for r in rules))  # fmt: skip
     print("|---" * (4 + 2 * len(rules)) + "|")
-    for name in timed:
-        cells = [f"{per_candidate[name]:.3f}", f"{fe[name]:.1f}", f"{peak_mb[name]:.0f}"]
+    for name in timed or agreement:  # without the timing phase: the agreement alone
+        cells = [
+            f"{per_candidate[name]:.3f}" if name in per_candidate else "",
+            f"{fe[name]:.1f}" if name in fe else "",
+            f"{peak_mb.get(name, float('nan')):.0f}",
+        ]
         for r in rules:
             a = agreement.get(name, {}).get(r)
             cells += [f"{a['spearman']:.3f}", f"{a['top20']:.2f}"] if a else ["", ""]

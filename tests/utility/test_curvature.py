@@ -17,6 +17,7 @@ from stepsift.utility.curvature import (
     GGNSketch,
 )
 from stepsift.utility.exact import ExactUtility
+from stepsift.utility.first_order import FirstOrderUtility
 from stepsift.utility.gradients import per_sample_grads
 from stepsift.utility.steps import SGDStep, make_step_rule
 
@@ -203,3 +204,20 @@ def test_streamed_sketch_bounds_its_error_by_frequent_directions(
     assert np.all(got <= exact * (1 + 1e-9))
     assert np.all(exact - got <= frob * norms * (1 / 7 + 1 / 4))
     assert 0 < streamed.trace_kept < 1
+
+
+def test_a_sketch_that_fits_too_few_buckets_is_left_out(proxy, candidates, anchors) -> None:
+    """Under MIN_BUCKETS hashed vectors the quadratic term would be noise: curvature then
+    scores the first-order expansion around the shared step, and says why."""
+    params = proxy.step_parameters()
+    one_vector = sum(p.numel() * p.element_size() for p in params.values())
+    rule = SGDStep(0.1)
+    est = CurvatureUtility(proxy, proxy.collate(anchors), rule, max_bytes=3 * one_vector)
+    assert est.sketch.size == 0 and "fits 3 vector(s)" in est.describe()["ggn_dropped"]
+    got = est(proxy.collate(candidates)).utility.numpy()
+    first = FirstOrderUtility(proxy, proxy.collate(anchors), rule)(proxy.collate(candidates))
+    np.testing.assert_allclose(got, first.utility.numpy(), rtol=1e-9)
+    again = CurvatureUtility(proxy, proxy.collate(anchors), rule, state=est.export_state())
+    assert again.sketch.dropped == est.sketch.dropped
+    enough = CurvatureUtility(proxy, proxy.collate(anchors), rule, max_bytes=8 * one_vector)
+    assert enough.sketch.size == 8 and "ggn_dropped" not in enough.describe()

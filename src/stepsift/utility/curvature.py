@@ -163,6 +163,7 @@ class CurvatureUtility:
             "ggn_sketch_size": self.sketch.size,
             "ggn_sketch_hashed": self.sketch.hashed,
             "ggn_trace_kept": round(self.sketch.trace_kept, 4),
+            **({"ggn_dropped": self.sketch.dropped} if self.sketch.dropped else {}),
             **({"ggn_streamed": True} if getattr(self.sketch, "streamed", False) else {}),
             **(
                 {"ggn_view_directions": self.view_curvature.n_directions}
