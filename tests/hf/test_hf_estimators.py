@@ -35,9 +35,11 @@ def test_every_estimator_scores_an_hf_proxy(family, hf_models, images):
         if method in ("first-order", "curvature", "forward"):  # exact's quantity at small η
             assert spearmanr(exact, got).statistic > 0.9, method
     first_order = make_estimator("first-order", proxy, anchors, SGDStep(ETA))
-    first_order(batch)  # the directional mode is settled on the first batch
-    # eager attention supports forward-mode AD
-    assert first_order.describe()["directional"] == "jvp"
+    first_order(batch)
+    if proxy.multimodal:  # a vision tower's convolution cannot be read off: forward mode
+        assert first_order.describe()["directional"] == "jvp"
+    else:  # ghost products first on HF proxies (half forward mode's cost with LoRA)
+        assert first_order.describe()["directional"] == "ghost"
 
 
 def test_lora_steps_move_only_the_adapters(hf_models, tmp_path):

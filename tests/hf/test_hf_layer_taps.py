@@ -88,3 +88,19 @@ def test_ghost_products_equal_forward_mode_on_an_hf_proxy(hf_models, lora):
     torch.testing.assert_close(got.utility, want.utility, rtol=1e-6, atol=1e-12)
     torch.testing.assert_close(got.loss, want.loss, rtol=1e-9, atol=1e-12)
     assert ghost.describe()["directional"] == "ghost"
+
+
+def test_a_pool_of_image_and_text_batches_mixes_forward_mode_and_ghost_products(hf_models, images):
+    """With adapters on a VLM, an image batch goes to forward mode (the vision tower sees
+    patches, not samples) and a text batch to ghost products, in one estimator."""
+    torch.manual_seed(0)
+    proxy = HFProxy(str(hf_models["qwen2_vl"]), HFOptions(lora_rank=4, dtype="float64"))
+    proxy.restrict_step("lora")
+    anchors = proxy.collate(math_records(3, start=50))
+    auto = FirstOrderUtility(proxy, anchors, SGDStep(0.01))
+    by_jvp = FirstOrderUtility(proxy, anchors, SGDStep(0.01), mode="jvp")
+    for batch in (proxy.collate(math_records(3, images)), proxy.collate(math_records(3))):
+        torch.testing.assert_close(
+            auto(batch).utility, by_jvp(batch).utility, rtol=1e-6, atol=1e-12
+        )
+    assert auto.describe()["directional"] == "jvp+ghost"

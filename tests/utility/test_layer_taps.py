@@ -81,7 +81,9 @@ def per_sample_by_loop(model: nn.Module, params: dict, loss, n: int) -> dict:
     out = {name: [] for name in params}
     for i in range(n):
         leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
-        grads = torch.autograd.grad(loss(leaves)[i], list(leaves.values()))
+        grads = torch.autograd.grad(
+            loss(leaves)[i], list(leaves.values()), allow_unused=True, materialize_grads=True
+        )
         for name, g in zip(leaves, grads, strict=True):
             out[name].append(g)
     return {name: torch.stack(gs) for name, gs in out.items()}
@@ -226,3 +228,34 @@ def test_ghost_products_check_their_first_batch():
     plan = TapPlan.build(model, list(params))
     with pytest.raises(NotReadable, match="emb.weight is used outside"):
         tapped_dots(model, plan, loss, params, 2, directions)
+
+
+class OneBranch(nn.Module):
+    """A layer this batch never calls (a vision tower's adapters on a text batch)."""
+
+    def __init__(self):
+        super().__init__()
+        self.used = nn.Linear(3, 2).double()
+        self.unused = nn.Linear(3, 2).double()
+
+    def forward(self, x):
+        return self.used(x).sum((1, 2))
+
+
+def test_a_module_the_batch_never_calls_reads_as_zero():
+    model = OneBranch()
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    x = torch.randn(4, 5, 3, dtype=torch.float64)
+
+    def loss(p):
+        return torch.func.functional_call(model, p, (x,))
+
+    plan = TapPlan.build(model, list(params))
+    got, _ = tapped_grads(model, plan, loss, params, 4)
+    assert plan.checked
+    assert_same(got, per_sample_by_loop(model, params, loss, 4))
+    assert got["unused.weight"].shape == (4, 2, 3) and not got["unused.weight"].any()
+    directions = {n: torch.ones(2, *p.shape, dtype=p.dtype) for n, p in params.items()}
+    _, dots = tapped_dots(model, TapPlan.build(model, list(params)), loss, params, 4, directions)
+    want = sum(g.reshape(4, -1).sum(1) for g in got.values())
+    torch.testing.assert_close(dots, want.expand(2, 4))

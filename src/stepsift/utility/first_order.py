@@ -31,7 +31,7 @@ from torch.func import jvp
 from stepsift.proxy.base import Batch, Params, Proxy
 from stepsift.utility.anchors import expand_at_shared_step
 from stepsift.utility.base import UtilityResult
-from stepsift.utility.ghost import proxy_dots
+from stepsift.utility.ghost import BatchNotReadable, proxy_dots
 from stepsift.utility.layer_taps import NotReadable
 from stepsift.utility.steps import AdamStep, SGDStep, StepRule
 
@@ -118,20 +118,55 @@ def directional_ghost(
     return loss, dots[0]
 
 
-def settle_mode(mode: str, ways: Mapping[str, Callable], args: tuple) -> tuple[str, Any]:
-    """(the mode settled on, the result of `ways[mode](*args)`). "auto" takes forward-mode
-    AD where the model supports it, else ghost products where its layers can be read
-    (both exact), else central finite differences; it settles at the first batch."""
-    if mode == "auto":
-        for exact_way in ("jvp", "ghost"):
+class Directional:
+    """How an estimator takes its directional derivatives, batch by batch.
+
+    "auto" tries, in order: on proxies that vmap over samples (the built-in one), forward-
+    mode AD, then ghost products; on the others (Hugging Face), ghost products first, which
+    cost half of forward mode's on SmolLM2 with LoRA and a little less at full parameters
+    (benchmarks/RESULTS.md); finite differences last. A way the model cannot take (no
+    forward-mode rule for a kernel, a layer the read-off does not know) is not tried again;
+    a batch the read-off cannot see (images) goes to the next way for that batch only."""
+
+    def __init__(self, mode: str, ways: Mapping[str, Callable]):
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
+        self.mode, self.ways = mode, ways
+        self.broken: set[str] = set()  # ways the model cannot take
+        self.used: list[str] = []  # ways taken so far, in order of first use
+
+    def order(self, proxy: Proxy) -> tuple[str, ...]:
+        if self.mode != "auto":
+            return (self.mode,)
+        exact = ("jvp", "ghost") if proxy.vmap_over_samples else ("ghost", "jvp")
+        return (*exact, "fd")
+
+    def __call__(self, proxy: Proxy, *args: Any) -> Any:
+        for way in self.order(proxy):
+            if way in self.broken:
+                continue
             try:
-                return exact_way, ways[exact_way](*args)
+                out = self.ways[way](proxy, *args)
+            except BatchNotReadable:
+                if self.mode != "auto":
+                    raise
+                continue
             except (NotImplementedError, RuntimeError, NotReadable):
                 # e.g. fused attention kernels without a forward-mode derivative or batching
                 # rule; layers the read-off does not know
+                if self.mode != "auto":
+                    raise
+                self.broken.add(way)
                 continue
-        mode = "fd"
-    return mode, ways[mode](*args)
+            if way not in self.used:
+                self.used.append(way)
+            return out
+        raise RuntimeError("no way to take the directional derivatives")  # fd always works
+
+    def describe(self) -> str:
+        """The ways taken ("ghost", "jvp", "fd", or e.g. "ghost+jvp" for a pool of text
+        and image batches); the mode asked for before any batch."""
+        return "+".join(self.used) or self.mode
 
 
 DIRECTIONAL = {"jvp": directional_jvp, "ghost": directional_ghost, "fd": directional_fd}
@@ -157,7 +192,7 @@ class FirstOrderUtility:
             raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
         self.proxy = proxy
         self.params = proxy.step_parameters()
-        self.mode = mode  # "auto" settles on "jvp", "ghost" or "fd" at the first batch
+        self.directional_ways = Directional(mode, DIRECTIONAL)
         if state is not None:  # the anchor direction another worker computed
             self.base_anchor_loss = float(state["base_anchor_loss"])
             self.offset = float(state["offset"])
@@ -179,9 +214,7 @@ class FirstOrderUtility:
         }
 
     def directional(self, tensors: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
-        args = (self.proxy, self.params, tensors, self.direction)
-        self.mode, out = settle_mode(self.mode, DIRECTIONAL, args)
-        return out
+        return self.directional_ways(self.proxy, self.params, tensors, self.direction)
 
     def __call__(self, batch: Batch) -> UtilityResult:
         with torch.no_grad():
@@ -190,4 +223,4 @@ class FirstOrderUtility:
         return UtilityResult(utility=utility, loss=loss.double())
 
     def describe(self) -> dict:
-        return {"directional": self.mode}
+        return {"directional": self.directional_ways.describe()}

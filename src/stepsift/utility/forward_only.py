@@ -32,7 +32,7 @@ from torch.func import jvp, vmap
 from stepsift.proxy.base import Batch, Params, Proxy
 from stepsift.utility.anchors import expand_at_shared_step
 from stepsift.utility.base import UtilityResult
-from stepsift.utility.first_order import directional_fd, preconditioner, settle_mode
+from stepsift.utility.first_order import Directional, directional_fd, preconditioner
 from stepsift.utility.ggn_sketch import (
     DEFAULT_LABEL_DRAWS,
     DEFAULT_MAX_BYTES,
@@ -109,7 +109,7 @@ class ForwardUtility:
             raise ValueError(f"directions must be 0 or more, got {directions}")
         self.proxy = proxy
         self.params = proxy.step_parameters()
-        self.mode = mode  # "auto" settles on "jvp", "ghost" or "fd" at the first batch
+        self.directional_ways = Directional(mode, DERIVATIVES)
         if state is not None:  # the tangents another worker computed
             self.base_anchor_loss = float(state["base_anchor_loss"])
             self.offset = float(state["offset"])
@@ -157,9 +157,7 @@ class ForwardUtility:
         }
 
     def derivatives(self, tensors: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
-        args = (self.proxy, self.params, tensors, self.tangents)
-        self.mode, out = settle_mode(self.mode, DERIVATIVES, args)
-        return out
+        return self.directional_ways(self.proxy, self.params, tensors, self.tangents)
 
     def __call__(self, batch: Batch) -> UtilityResult:
         with torch.no_grad():
@@ -170,7 +168,7 @@ class ForwardUtility:
 
     def describe(self) -> dict:
         return {
-            "directional": self.mode,
+            "directional": self.directional_ways.describe(),
             "curvature_directions": self.directions,
             "curvature_share_kept": round(self.trace_kept, 4),
             **({"curvature_sketch": "streamed"} if self.streamed else {}),

@@ -37,27 +37,41 @@ from stepsift.utility.layer_taps import (
 )
 
 
+class BatchNotReadable(NotReadable):
+    """This batch cannot be read off (its layers see images, not samples); others may."""
+
+
 def proxy_dots(
     proxy: Proxy, params: Params, tensors: dict[str, Tensor], directions: Params
 ) -> tuple[Tensor, Tensor]:
     """`tapped_dots` on a proxy's batch: (losses (n,), <g_i, d_m> (M, n)). Raises
     NotReadable where the layers cannot be read (see layer_taps.py)."""
     if not proxy.rows_are_samples(tensors):
-        raise NotReadable("this batch's layers do not see one row per sample (images)")
+        raise BatchNotReadable("this batch's layers do not see one row per sample (images)")
     plans = proxy.__dict__.setdefault("_ghost_plans", {})
     key = tuple(params)
     if key not in plans:
-        plans[key] = TapPlan.build(proxy.model, list(params))
+        try:
+            plans[key] = TapPlan.build(proxy.model, list(params))
+        except NotReadable as e:
+            plans[key] = e
+    if isinstance(plans[key], NotReadable):  # the model's layers, not this batch: never
+        raise plans[key]
     n = next(iter(tensors.values())).shape[0]
-    return tapped_dots(
-        proxy.model,
-        plans[key],
-        lambda p: proxy.per_sample_loss(p, tensors),
-        params,
-        n,
-        directions,
-        proxy.token_rows(tensors),
-    )
+    try:
+        return tapped_dots(
+            proxy.model,
+            plans[key],
+            lambda p: proxy.per_sample_loss(p, tensors),
+            params,
+            n,
+            directions,
+            proxy.token_rows(tensors),
+        )
+    except NotReadable as e:
+        if not plans[key].checked:  # the first batch's check failed: the model, not the batch
+            plans[key] = e
+        raise
 
 
 def tapped_dots(
@@ -74,8 +88,11 @@ def tapped_dots(
     leading direction dim M. On the plan's first batch, Σ_i <g_i, d_m> is checked against
     the batch gradient's product, parameter by parameter."""
     calls, losses, batch = tapped_calls(model, plan, loss_fn, params, n_samples, token_rows)
+    m = next(iter(directions.values())).shape[0]
     per_param = {
-        name: sum(ghost_dots(m, attr, x, g, directions[name]) for m, attr, x, g in each)
+        name: sum(ghost_dots(module, attr, x, g, directions[name]) for module, attr, x, g in each)
+        if each
+        else losses.new_zeros((m, n_samples))
         for name, each in calls.items()
     }
     if batch is not None:

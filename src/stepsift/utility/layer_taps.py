@@ -180,8 +180,9 @@ def tapped_calls(
         c.outputs = [by_sample(g, rows, n_samples) for g in c.outputs]
     per_param: dict[str, list[LayerCall]] = {}
     for name, found in plan.owners.items():
-        if not any(calls[id(module)].inputs for module, _ in found):
-            raise NotReadable(f"parameter {name}: its module was never called")
+        # a module this batch never called (a vision tower's adapters on a text batch) gives
+        # an empty list: a zero gradient, as autograd's; the first batch's check covers a
+        # parameter used some other way
         per_param[name] = [
             (module, attr, x, g)
             for module, attr in found
@@ -204,6 +205,8 @@ def tapped_grads(
     calls, losses, batch = tapped_calls(model, plan, loss_fn, params, n_samples, token_rows)
     per_sample: Params = {
         name: sum(read_off(module, attr, x, g) for module, attr, x, g in each)
+        if each
+        else params[name].new_zeros((n_samples, *params[name].shape))
         for name, each in calls.items()
     }
     if batch is not None:
