@@ -245,8 +245,8 @@ class HFProxy(Proxy):
 
     def token_rows(self, tensors: Mapping[str, Tensor]) -> tuple[tuple[nn.Module, ...], Tensor]:
         """The output head sees only the supervised positions, flattened (per_sample_loss)."""
-        if not self._has_decoder:
-            return (), torch.zeros(0, dtype=torch.long)
+        if not self._has_decoder:  # the model's own head sees the whole batch
+            return super().token_rows(tensors)
         rows, _ = tensors["loss_mask"].nonzero(as_tuple=True)
         return (self.model.get_output_embeddings(),), rows
 

@@ -188,11 +188,9 @@ class FirstOrderUtility:
         mode: str = "auto",
         state: dict | None = None,
     ):
-        if mode not in MODES:
-            raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
+        self.directional_ways = Directional(mode, DIRECTIONAL)  # refuses an unknown mode
         self.proxy = proxy
         self.params = proxy.step_parameters()
-        self.directional_ways = Directional(mode, DIRECTIONAL)
         if state is not None:  # the anchor direction another worker computed
             self.base_anchor_loss = float(state["base_anchor_loss"])
             self.offset = float(state["offset"])

@@ -32,6 +32,7 @@ from stepsift.utility.layer_taps import (
     NO_TOKEN_ROWS,
     NotReadable,
     TapPlan,
+    on_proxy_batch,
     read_off,
     tapped_calls,
 )
@@ -45,33 +46,11 @@ def proxy_dots(
     proxy: Proxy, params: Params, tensors: dict[str, Tensor], directions: Params
 ) -> tuple[Tensor, Tensor]:
     """`tapped_dots` on a proxy's batch: (losses (n,), <g_i, d_m> (M, n)). Raises
-    NotReadable where the layers cannot be read (see layer_taps.py)."""
+    NotReadable where the layers cannot be read (see layer_taps.py), BatchNotReadable
+    where only this batch cannot be."""
     if not proxy.rows_are_samples(tensors):
         raise BatchNotReadable("this batch's layers do not see one row per sample (images)")
-    plans = proxy.__dict__.setdefault("_ghost_plans", {})
-    key = tuple(params)
-    if key not in plans:
-        try:
-            plans[key] = TapPlan.build(proxy.model, list(params))
-        except NotReadable as e:
-            plans[key] = e
-    if isinstance(plans[key], NotReadable):  # the model's layers, not this batch: never
-        raise plans[key]
-    n = next(iter(tensors.values())).shape[0]
-    try:
-        return tapped_dots(
-            proxy.model,
-            plans[key],
-            lambda p: proxy.per_sample_loss(p, tensors),
-            params,
-            n,
-            directions,
-            proxy.token_rows(tensors),
-        )
-    except NotReadable as e:
-        if not plans[key].checked:  # the first batch's check failed: the model, not the batch
-            plans[key] = e
-        raise
+    return on_proxy_batch(tapped_dots, proxy, params, tensors, directions)
 
 
 def tapped_dots(

@@ -28,7 +28,13 @@ from torch import Tensor
 from torch.func import grad_and_value, vmap
 
 from stepsift.proxy.base import Params, Proxy
-from stepsift.utility.layer_taps import NotReadable, TapPlan, tapped_grads
+from stepsift.utility.layer_taps import (
+    NotReadable,
+    TapPlan,
+    on_proxy_batch,
+    proxy_plan,
+    tapped_grads,
+)
 
 MODES = ("auto", "read-off", "loop")
 AUTOCASTS = ("off", "bfloat16")
@@ -60,39 +66,25 @@ def grads_by_mode(
     precision is in force (autocast or none)."""
     plan = tap_plan(proxy, params)
     if plan is not None and proxy.rows_are_samples(tensors):
-        n = next(iter(tensors.values())).shape[0]
         try:
-            return tapped_grads(
-                proxy.model,
-                plan,
-                lambda p: proxy.per_sample_loss(p, tensors),
-                params,
-                n,
-                proxy.token_rows(tensors),
-            )
-        except NotReadable as e:
-            if not plan.checked:  # the first batch failed its check: never again
-                proxy._tap_plans[tuple(params)] = None
-                proxy.per_sample_fallback = str(e)
+            return on_proxy_batch(tapped_grads, proxy, params, tensors)
+        except NotReadable:
+            pass  # a first batch that failed its check has ruled the read-off out for good
     return looped_grads(proxy, params, tensors)
 
 
 def tap_plan(proxy: Proxy, params: Params) -> TapPlan | None:
-    """The proxy's read-off plan for these parameters, built once (None: not readable)."""
+    """The proxy's read-off plan for these parameters, built once (None: not readable, or
+    not wanted by `per_sample_mode`)."""
     mode = getattr(proxy, "per_sample_mode", "auto")
     if mode not in MODES:
         raise ValueError(f"unknown per_sample_mode {mode!r}; choose one of {MODES}")
     if mode == "loop" or (mode == "auto" and proxy.vmap_over_samples):
         return None
-    plans = proxy.__dict__.setdefault("_tap_plans", {})
-    key = tuple(params)
-    if key not in plans:
-        try:
-            plans[key] = TapPlan.build(proxy.model, list(params))
-        except NotReadable as e:
-            plans[key] = None
-            proxy.per_sample_fallback = str(e)
-    return plans[key]
+    try:
+        return proxy_plan(proxy, params)
+    except NotReadable:
+        return None
 
 
 def per_sample_method(proxy: Proxy, params: Params) -> str:

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from stepsift.proxy.base import Params
+from stepsift.proxy.base import Params, Proxy
 
 # modules whose per-sample weight gradients are read off here, and the attributes read
 READABLE: dict[type, tuple[str, ...]] = {
@@ -213,6 +213,57 @@ def tapped_grads(
         check_sums(per_sample, batch)
         plan.checked = True
     return per_sample, losses
+
+
+def proxy_plan(proxy: Proxy, params: Params) -> TapPlan:
+    """The proxy's read-off plan for these step parameters, built once and shared by the
+    per-sample read-off (`gradients.py`) and the ghost products (`ghost.py`). Raises
+    NotReadable once the model's layers are known not to be readable (the reason is kept
+    in `proxy.per_sample_fallback`)."""
+    plans = proxy.__dict__.setdefault("_tap_plans", {})
+    key = tuple(params)
+    if key not in plans:
+        try:
+            plans[key] = TapPlan.build(proxy.model, list(params))
+        except NotReadable as e:
+            rule_out(proxy, params, e)
+    if plans[key] is None:
+        raise NotReadable(proxy.per_sample_fallback)
+    return plans[key]
+
+
+def rule_out(proxy: Proxy, params: Params, why: NotReadable) -> None:
+    """Remember that these parameters' layers cannot be read off, and why."""
+    proxy.__dict__.setdefault("_tap_plans", {})[tuple(params)] = None
+    proxy.per_sample_fallback = str(why)
+
+
+def on_proxy_batch(
+    tapped: Callable[..., tuple],
+    proxy: Proxy,
+    params: Params,
+    tensors: Mapping[str, Tensor],
+    *args: object,
+) -> tuple:
+    """`tapped_grads` or `tapped_dots` (with its further `args`) on a proxy's batch, with
+    the proxy's shared plan; a failure of the plan's first-batch check rules it out for
+    good (the model, not the batch), and every NotReadable is raised on."""
+    plan = proxy_plan(proxy, params)
+    n = next(iter(tensors.values())).shape[0]
+    try:
+        return tapped(
+            proxy.model,
+            plan,
+            lambda p: proxy.per_sample_loss(p, tensors),
+            params,
+            n,
+            *args,
+            token_rows=proxy.token_rows(tensors),
+        )
+    except NotReadable as e:
+        if not plan.checked:
+            rule_out(proxy, params, e)
+        raise
 
 
 def by_sample(flat: Tensor, rows: Tensor, n_samples: int) -> Tensor:
