@@ -75,14 +75,14 @@ def test_exact_writes_every_column_and_its_facts(bench, tmp_path):
 
 def test_columns_off_leave_a_plain_file(bench, tmp_path):
     out = tmp_path / "scores.parquet"
-    assert (
-        score(bench, out, "--anchor-folds", "0", "--anchor-group-field", "", "--sketch-dim", "0").rc
-        == 0
-    )
+    # (--anchor-group-field '' alone now means "find the groups": --anchor-groups off)
+    run = score(bench, out, "--anchor-folds", "0", "--anchor-groups", "off", "--sketch-dim", "0")
+    assert run.rc == 0, run.err
     names = pq.read_schema(out).names
     assert names == ["id", "utility", "loss", "harmful", "tokens", "truncated"]
     facts = read_settings(out)
-    assert not {"anchor_fold_sizes", "anchor_groups", "fold_utility", "sketch"} & set(facts)
+    assert not {"anchor_fold_sizes", "anchor_groups", "fold_utility", "sketch",
+                "anchor_groups_found"} & set(facts)  # fmt: skip
     # and selection works on it as on any old score file
     picked = tmp_path / "picked.jsonl"
     run = run_cli("select", bench.pool, "--scores", out, "--keep", "50%", "--out", picked)

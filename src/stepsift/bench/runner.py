@@ -114,6 +114,9 @@ PROXY_STARTS = ("pretrained", "scratch")
 LESS_BENCH_DIM = 1024  # LESS's 8192 costs 66x more per candidate for the same ranking (RESULTS)
 
 
+ANCHOR_LABELS = ("shown", "hidden")
+
+
 @dataclass
 class BenchConfig:
     out: Path
@@ -152,6 +155,9 @@ class BenchConfig:
     # the proxy starts from a checkpoint pre-trained on a generic corpus of the world
     # (bench/proxy_base.py), as the paper's proxy is a pretrained model; or from scratch
     proxy_start: str = "pretrained"
+    # shown: the anchors' template is their `group` field, as the generator knows it;
+    # hidden: score never reads it and finds the groups itself, as on a user's anchors
+    anchor_labels: str = "shown"
     proxy_base: ProxyBaseConfig = field(default_factory=ProxyBaseConfig)
     warmup: WarmupSettings = field(default_factory=WarmupSettings)  # the proxy's, for OST
     cache_dir: Path | None = None  # the base checkpoint cache (default: OUT/../cache, shared)
@@ -173,6 +179,10 @@ class BenchConfig:
                 raise ValueError(f"noise rates must be in [0, 1], got {r}")
         if self.proxy_start not in PROXY_STARTS:
             raise ValueError(f"proxy_start must be one of {PROXY_STARTS}, got {self.proxy_start!r}")
+        if self.anchor_labels not in ANCHOR_LABELS:
+            raise ValueError(
+                f"anchor_labels must be one of {ANCHOR_LABELS}, got {self.anchor_labels!r}"
+            )
         if self.audit < 0:
             raise ValueError(f"audit must be >= 0, got {self.audit}")
         self.mix()  # unknown families or a bad share fail here, before any work
@@ -319,6 +329,7 @@ def prepare_level(cfg: BenchConfig, noise: float) -> NoiseLevel:
         proxy_init=proxy_start(cfg),
         seed=cfg.data_seed,
         progress=cfg.progress,
+        anchor_group_field="group" if cfg.anchor_labels == "shown" else "",
     )
     log(f"noise {noise:.0%}: OST scores of {cfg.pool_size} candidates ({cfg.estimator})")
     ost = ost_scores(recipe, cfg.estimator, cfg.audit)

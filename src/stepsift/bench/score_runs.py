@@ -43,6 +43,8 @@ class ScoreRecipe:
     proxy_init: Path | None  # the pre-trained proxy checkpoint; None: from scratch
     seed: int
     progress: bool
+    # the anchors' group field the score runs read; '' hides it, so `score` finds groups
+    anchor_group_field: str = "group"
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,7 @@ def _pool_scores(recipe: ScoreRecipe, name: str, proxy_dir: str, **method) -> Sc
         proxy_init=recipe.proxy_init,
         progress=recipe.progress,
         save_proxy=recipe.folder / proxy_dir,
+        anchor_group_field=recipe.anchor_group_field,
         **method,
     )
     return _score_cost(recipe, recipe.folder / name, settings)

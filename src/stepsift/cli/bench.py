@@ -84,6 +84,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "world (cached), or from random weights; both are then warmed up on 5%% of the pool",
     )
     p.add_argument(
+        "--anchor-labels",
+        choices=("shown", "hidden"),
+        default=d.anchor_labels,
+        help="shown: score reads the anchors' template from their group field; hidden: it "
+        "does not, and finds the anchor groups itself, as on a user's unlabelled anchors",
+    )
+    p.add_argument(
         "--audit",
         type=int,
         default=d.audit,
@@ -124,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
             target_share=args.target_share,
             other_families=args.families,
             proxy_start=args.proxy_start,
+            anchor_labels=args.anchor_labels,
             audit=args.audit,
             pool_size=args.pool,
             n_test=args.test,

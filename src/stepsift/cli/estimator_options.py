@@ -6,6 +6,7 @@ import argparse
 
 from stepsift.engine.scorer import DEFAULT_SGD_LR
 from stepsift.engine.settings import DEFAULT_OPTIMIZER, METHODS, ScoreSettings
+from stepsift.utility.anchor_groups import GROUP_MODES
 from stepsift.utility.gradients import AUTOCASTS
 from stepsift.utility.steps import OPTIMIZERS
 
@@ -77,7 +78,16 @@ def add_estimator_arguments(p: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="anchor records' field naming their group (task, benchmark, ...): a utility per "
         "group (group_utility column) when the anchors carry it; a dotted NAME reaches into "
-        "nested objects (meta.task); '' turns groups off",
+        "nested objects (meta.task); '' ignores any such field",
+    )
+    p.add_argument(
+        "--anchor-groups",
+        choices=GROUP_MODES,
+        default=ScoreSettings.anchor_groups,
+        help="auto: the field's groups when the anchors carry it, else groups found from the "
+        "proxy (anchors that the same candidates help, clustered; the number of groups by "
+        "stability, none when no split is stable); field: the field's groups only; off: no "
+        "groups (select then takes the plain top-k)",
     )
     p.add_argument(
         "--sketch-dim",

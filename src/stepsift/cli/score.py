@@ -63,6 +63,7 @@ def settings_from(args: argparse.Namespace) -> ScoreSettings:
         audit=args.audit,
         anchor_folds=args.anchor_folds,
         anchor_group_field=args.anchor_group_field,
+        anchor_groups=args.anchor_groups,
         sketch_dim=args.sketch_dim,
         optimizer=args.optimizer,
         lr=args.lr,

@@ -9,11 +9,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from stepsift.data.index import RecordIndex
 from stepsift.data.record import Record
+from stepsift.engine.anchor_grouping import found_groups, group_field, wants_found_groups
 from stepsift.engine.anchor_state import load_or_build, state_fingerprint, state_path
 from stepsift.engine.settings import ScoreSettings
 from stepsift.engine.store import OPTIONAL_COLUMNS, ScoreRows
 from stepsift.proxy.base import Proxy
+from stepsift.utility.anchor_groups import FoundGroups
 from stepsift.utility.anchor_views import AnchorViews, build_views
 from stepsift.utility.base import UtilityEstimator
 from stepsift.utility.registry import EXPORTS_STATE, make_estimator
@@ -33,6 +36,7 @@ class Scorer:
     views: AnchorViews | None = None
     sketch_dim: int = 0
     state_loaded: bool = False  # whether the anchor state came from the run's saved file
+    found: FoundGroups | None = None  # the groups found for anchors without a group field
 
     @classmethod
     def build(
@@ -41,17 +45,24 @@ class Scorer:
         anchor_records: Sequence[Record],
         settings: ScoreSettings,
         state_dir: Path | None = None,
+        pool: RecordIndex | None = None,
     ) -> Scorer:
         """The run's estimator on `proxy`: the step restricted to --params, the step rule,
         the anchors collated, their folds and groups. With `state_dir` (the run's proxy
         folder), the estimator's anchor state is loaded from there when an earlier worker
-        saved it for the same proxy, anchors and settings, else computed and saved."""
+        saved it for the same proxy, anchors and settings, else computed and saved; so are
+        the anchor groups found for anchors without a group field (found from a probe of
+        `pool`; without a pool, only loaded)."""
         proxy.restrict_step(settings.params)
         rule = make_step_rule(settings.optimizer, settings.lr, proxy, DEFAULT_SGD_LR)
         anchors = proxy.collate(anchor_records)
+        found = None
+        if state_dir is not None and wants_found_groups(settings, anchor_records):
+            found = found_groups(state_dir, proxy, anchors, rule, settings, pool)
         views = build_views(
-            anchor_records, settings.anchor_folds, settings.anchor_group_field, settings.seed
-        )
+            anchor_records, settings.anchor_folds, group_field(settings), settings.seed,
+            labels=found.labels if found is not None else None,
+        )  # fmt: skip
         method = settings.method
 
         def build_estimator(state: dict | None) -> UtilityEstimator:
@@ -81,7 +92,7 @@ class Scorer:
             )
         else:
             estimator = build_estimator(None)
-        return cls(proxy, estimator, rule, views, settings.sketch_dim, loaded)
+        return cls(proxy, estimator, rule, views, settings.sketch_dim, loaded, found)
 
     def __call__(self, records: Sequence[Record]) -> ScoreRows:
         batch = self.proxy.collate(records)
@@ -132,6 +143,8 @@ class Scorer:
                 }
             else:
                 out["group_utility"] = f"not computed by method {name}"
+        if self.found is not None:
+            out["anchor_groups_found"] = self.found.describe()
         if self.sketch_dim:
             if "sketch" in made:
                 out |= {"sketch_dim": self.sketch_dim, "sketch_of": "gradient"}

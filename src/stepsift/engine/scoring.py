@@ -25,6 +25,7 @@ from tqdm import tqdm
 from stepsift.data import DataValidationError, Problem, Record, read_records, write_rejected
 from stepsift.data.index import LazyRecords, RecordIndex, index_records, text_size
 from stepsift.data.tabular import data_files
+from stepsift.engine.anchor_grouping import group_field, wants_found_groups
 from stepsift.engine.audit import (
     AUDIT_METHOD,
     AUDIT_WARN_BELOW,
@@ -51,6 +52,7 @@ from stepsift.proxy.builtin import BuiltinProxy
 from stepsift.proxy.hf_loading import HFOptions
 from stepsift.proxy.loading import is_saved_proxy, load_saved_proxy, open_hf_proxy
 from stepsift.proxy.warmup import WarmupReport, WarmupSettings, warm_up
+from stepsift.utility.anchor_groups import check_group_mode
 from stepsift.utility.anchor_views import build_views
 from stepsift.utility.registry import check_grad_autocast
 from stepsift.utility.sketch import check_dim as check_sketch_dim
@@ -237,6 +239,7 @@ def decisive_settings(settings: ScoreSettings, candidates: Path, anchors: Path) 
         **({"grad_autocast": settings.grad_autocast} if settings.grad_autocast != "off" else {}),
         "anchor_folds": settings.anchor_folds,
         "anchor_group_field": settings.anchor_group_field,
+        "anchor_group_mode": settings.anchor_groups,
         "sketch_dim": settings.sketch_dim,
         "proxy": settings.proxy,
         "proxy_init": str(settings.proxy_init) if settings.proxy_init else None,
@@ -341,7 +344,8 @@ def score(candidates: Path, anchors: Path, out: Path, settings: ScoreSettings) -
         candidates, anchors, settings.image_root, settings.skip_invalid
     )
     # a bad anchor group field or fold count stops the run before any model work
-    build_views(anchor_records, settings.anchor_folds, settings.anchor_group_field, settings.seed)
+    check_group_mode(settings.anchor_groups)
+    build_views(anchor_records, settings.anchor_folds, group_field(settings), settings.seed)
     decisive = decisive_settings(settings, candidates, anchors)
     files = input_files(candidates, anchors, settings)
     run_id = fingerprint(files, decisive)  # the same for every shard of one run
@@ -391,10 +395,12 @@ def score(candidates: Path, anchors: Path, out: Path, settings: ScoreSettings) -
         from stepsift.engine.ray_engine import score_on_ray  # ray only when asked for
 
         proxy_home = shared or store.proxy_dir
+        if wants_found_groups(settings, anchor_records):  # found once here, loaded by actors
+            Scorer.build(proxy, anchor_records, settings, state_dir=proxy_home, pool=pool)
         scored = score_on_ray(settings, pool, anchors, proxy_home, todo)
     else:
         state_dir = shared or store.proxy_dir  # the anchor state is saved once, beside the proxy
-        scorer = Scorer.build(proxy, anchor_records, settings, state_dir=state_dir)
+        scorer = Scorer.build(proxy, anchor_records, settings, state_dir=state_dir, pool=pool)
         scored = ((scorer(pool.load(chunk)), scorer.facts()) for chunk in todo)
     pending, last_flush = ScoreRows(), time.monotonic()
     about: dict = {}  # what the estimator says of itself, from whichever engine ran it

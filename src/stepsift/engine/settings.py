@@ -12,6 +12,7 @@ from pathlib import Path
 from stepsift.engine.shards import Shard
 from stepsift.proxy.hf_loading import HF_DTYPES, HFOptions
 from stepsift.proxy.warmup import WarmupSettings
+from stepsift.utility.anchor_groups import DEFAULT_GROUP_MODE
 from stepsift.utility.anchor_views import DEFAULT_FOLDS, DEFAULT_GROUP_FIELD
 from stepsift.utility.forward_only import DEFAULT_DIRECTIONS
 from stepsift.utility.less import DEFAULT_DIM as LESS_DIM
@@ -56,6 +57,9 @@ class ScoreSettings:
     # group field, and the gradient sketch's size D (0: none)
     anchor_folds: int = DEFAULT_FOLDS
     anchor_group_field: str = DEFAULT_GROUP_FIELD
+    # auto: the field's groups when the anchors carry it, else groups found from the proxy
+    # (utility/anchor_groups.py); field: the field's only; off: no groups
+    anchor_groups: str = DEFAULT_GROUP_MODE
     sketch_dim: int = SKETCH_DIM
     optimizer: str = DEFAULT_OPTIMIZER
     lr: float | None = None  # None: DEFAULT_SGD_LR for SGD, the warm-up's lr for Adam

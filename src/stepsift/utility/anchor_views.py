@@ -165,9 +165,15 @@ def build_views(
     n_folds: int = DEFAULT_FOLDS,
     group_field: str = DEFAULT_GROUP_FIELD,
     seed: int = 0,
+    labels: Sequence[str] | None = None,
 ) -> AnchorViews:
+    """Folds, and groups from `labels` (found groups, one name per anchor) when given,
+    else from the records' `group_field`."""
     fold_of, k = fold_assignment(len(records), n_folds, seed)
-    labels = group_labels(records, group_field)
+    if labels is None:
+        labels = group_labels(records, group_field)
+    elif len(labels) != len(records):
+        raise ValueError(f"{len(labels)} group labels for {len(records)} anchors")
     if labels is None:
         return AnchorViews(len(records), k, fold_of, None)
     names = tuple(sorted(set(labels)))
