@@ -126,7 +126,8 @@ def test_select_prints_reliability_and_uses_calibrated_flags(tmp_path) -> None:
     write_pool(tmp_path / "pool.jsonl", ids)
     base = ("select", tmp_path / "pool.jsonl", "--scores", tmp_path / "s.parquet",
             "--keep", "100%", "--drop-harmful")  # fmt: skip
-    run = run_cli(*base, "--out", tmp_path / "a.jsonl")
+    # (the default, evidence, also asks the loss: tests/test_harmful_evidence.py)
+    run = run_cli(*base, "--harmful", "calibrated", "--out", tmp_path / "a.jsonl")
     assert run.rc == 0, run.err
     assert "anchor reliability:" in run.out and "harmful: calibrated" in run.out
     calibrated = int(calibrated_harmful(utility, fu, [10] * 10).sum())

@@ -272,6 +272,7 @@ def diagnostics_lines(det: dict) -> list[str]:
         ("harmful_negative", "utility < 0 (before calibration)"),
         ("harmful_calibrated", "calibrated: below 0 beyond chance, one-sided 0.05"),
         ("harmful_calibrated_bh", "calibrated, Benjamini-Hochberg FDR 0.05"),
+        ("harmful_default", "`select`'s default (evidence: calibrated and a loss misfit)"),
     ]
     present = [(k, name) for k, name in rules if k in det]
     if present:

@@ -615,6 +615,7 @@ def anchor_diagnostics(path: Path, noise: list[str]) -> dict:
     """Harmful flags before (utility < 0) and after calibration, anchor reliability, and
     the mean utility towards each anchor group per noise type, where the score file has the
     columns (fold_utility, group_utility)."""
+    from stepsift.select.harmful import Policy, harmful_flags
     from stepsift.select.reliability import calibrated_harmful, split_half_reliability
     from stepsift.select.score_data import matrix_column, score_data
 
@@ -628,6 +629,7 @@ def anchor_diagnostics(path: Path, noise: list[str]) -> dict:
             flags = calibrated_harmful(data.utility, data.fold_utility, sizes,
                                        correction=correction)  # fmt: skip
             out[name] = flag_quality(flags, noise)
+        out["harmful_default"] = flag_quality(harmful_flags(data, Policy())[0], noise)
         rel = split_half_reliability(data.fold_utility, sizes)
         out["reliability"] = asdict(rel)
     groups = matrix_column(table, "group_utility", path)

@@ -46,10 +46,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--harmful",
         choices=HARMFUL_MODES,
         default="auto",
-        help="which candidates are harmful: calibrated (utility below 0 beyond the anchors' "
+        help="which candidates are harmful: evidence (the step hurts the anchors beyond "
+        "their noise AND the proxy's loss is an outlier among candidates of its kind, kinds "
+        "found from the gradient sketches), calibrated (utility below 0 beyond the anchors' "
         "noise, from the fold_utility column), threshold (utility < the score run's "
-        "--harmful-below), auto (calibrated when the file has fold_utility, else the "
-        "file's own harmful column)",
+        "--harmful-below), auto (evidence when the file has fold_utility, else the file's own "
+        "harmful column)",
     )
     p.add_argument(
         "--harmful-level",

@@ -70,6 +70,13 @@ class ScoreData:
         return sketch.astype(np.float32) if sketch is not None else None
 
     @cached_property
+    def loss(self) -> np.ndarray | None:
+        """(n,) the candidates' own proxy losses, or None without the column."""
+        if "loss" not in self.table.column_names:
+            return None
+        return self.table.column("loss").to_numpy(zero_copy_only=False).astype(np.float64)
+
+    @cached_property
     def group_utility(self) -> np.ndarray | None:
         """(n, G) utilities towards each anchor group, or None without the column."""
         return matrix_column(self.table, "group_utility", self.source)
