@@ -179,6 +179,13 @@ def test_planted_kinds_are_found_on_a_real_proxy(tmp_path) -> None:
         in_group = [k for k, g in zip(kinds, found, strict=True) if g == name]
         majority += max(in_group.count(0), in_group.count(1))
     assert majority / len(found) >= 0.9, (found, kinds)
+    # the report names the found groups, an anchor of each, and what the default 20% takes
+    report = run_cli("report", out, "--candidates", bench.pool, "--out", tmp_path / "report")
+    assert report.rc == 0, report.err
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "found these groups" in page and "taken for it by select --keep 20%" in page
+    for name, ids in members.items():
+        assert f"<td>{name}</td><td>{ids[0]}</td>" in page
 
 
 def test_field_groups_win_and_off_turns_groups_off(bench, tmp_path) -> None:

@@ -10,10 +10,12 @@ import numpy as np
 from stepsift.report.gather import ReportData
 from stepsift.report.plots import HARMFUL, HELPFUL, Mark
 from stepsift.select.budget import AutoCut, UtilityCurve, explain_auto_cut, utility_curve
+from stepsift.select.decide import coverage_plan
 from stepsift.select.keep import Keep
 from stepsift.select.reliability import Reliability, split_half_reliability
 
 FIXED_MARKS = (("top 20%", 0.2), ("top 50%", 0.5))
+DEFAULT_SHARE = 0.2  # the per-group table shows what `select --keep 20%` takes for each group
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,8 @@ class GroupRow:
     mean: float  # mean utility of the candidates towards it
     helped: float  # share of candidates with utility > 0 towards it
     hurt: float  # share with utility < 0
+    example: str | None = None  # an anchor's id, for groups stepsift found itself
+    kept: int | None = None  # candidates the default 20% takes for this group (coverage)
 
 
 def group_rows(data: ReportData) -> list[GroupRow] | None:
@@ -69,6 +73,12 @@ def group_rows(data: ReportData) -> list[GroupRow] | None:
         return None
     u = g.utility
     sizes = g.sizes or [None] * len(g.names)
+    found = data.scores.settings.get("anchor_groups_found") or {}
+    examples = found.get("examples", {}) if found.get("k") else {}
+    kept: list[int | None] = [None] * len(g.names)
+    if g.sizes is not None and len(g.names) >= 2:
+        _, served = coverage_plan(data.scores, Keep(fraction=DEFAULT_SHARE).size(data.n))
+        kept = np.bincount(served, minlength=len(g.names)).tolist()
     return [
         GroupRow(
             name,
@@ -76,6 +86,8 @@ def group_rows(data: ReportData) -> list[GroupRow] | None:
             float(u[:, k].mean()),
             float((u[:, k] > 0).mean()),
             float((u[:, k] < 0).mean()),
+            examples.get(name),
+            kept[k],
         )
         for k, (name, size) in enumerate(zip(g.names, sizes, strict=True))
     ]

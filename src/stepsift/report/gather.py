@@ -86,7 +86,7 @@ class ReportData:
 def read_report_data(path: Path) -> ReportData:
     """The score file's columns as arrays, its settings, and the optional diagnostics."""
     path = Path(path)
-    table = read_scores(path, exclude=("sketch",))  # the report shows no sketch
+    table = read_scores(path)  # the sketch too: the default harmful flags find kinds with it
     settings = read_settings(path)
     if not isinstance(settings, dict):
         raise ValueError(f"{path}: the 'stepsift' metadata is not a JSON object")

@@ -336,25 +336,54 @@ def _groups(p: PageInput) -> str:
         return (
             '<p class="absent">Not available: this score file has no <code>group_utility'
             "</code> column. It is written when the anchors carry a group field (default "
-            "<code>group</code>, see <code>score --anchor-group-field</code>).</p>"
+            "<code>group</code>, see <code>score --anchor-group-field</code>), or when "
+            "<code>score</code> finds groups among anchors without one (<code>--anchor-groups "
+            "auto</code>, the default).</p>" + _no_groups_found(p)
         )
+    found = bool(p.data.settings.get("anchor_groups_found"))
+    has_kept = any(r.kept is not None for r in p.groups)
     rows = [
         [
             e(r.name),
+            *([e(r.example or "-")] if found else []),
             Num(f"{r.size:,}") if r.size is not None else Num("-"),
             Num(f"{num(r.mean)}"),
             Num(f"{pct(r.helped)}"),
             Num(f"{pct(r.hurt)}"),
+            *([Num(f"{r.kept:,}" if r.kept is not None else "-")] if has_kept else []),
         ]
         for r in p.groups
     ]
-    header = ["anchor group", "anchors", "mean utility", "candidates helping it", "hurting it"]
+    header = [
+        "anchor group",
+        *(["an anchor in it"] if found else []),
+        "anchors",
+        "mean utility",
+        "candidates helping it",
+        "hurting it",
+        *(["taken for it by select --keep 20%"] if has_kept else []),
+    ]
+    lead = (
+        "<p>The anchors carry no group field, so <code>score</code> found these groups: "
+        "anchors that the same candidates help, clustered (score file metadata "
+        "<code>anchor_groups_found</code> lists every member).</p>"
+        if found
+        else ""
+    )
     return (
-        "<p>Each candidate's utility towards each group of anchors: which skills the pool "
+        lead
+        + "<p>Each candidate's utility towards each group of anchors: which skills the pool "
         "helps and which it hurts.</p>"
         + _table(header, rows)
         + _plot(p, "groups.png", "per-group mean utility and shares helped and hurt")
     )
+
+
+def _no_groups_found(p: PageInput) -> str:
+    found = p.data.settings.get("anchor_groups_found") or {}
+    if not found or found.get("k"):
+        return ""
+    return f"<p>Groups were looked for and none kept: {e(str(found.get('reason', '')))}.</p>"
 
 
 def _reliability(p: PageInput) -> str:

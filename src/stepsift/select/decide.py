@@ -105,9 +105,7 @@ def decide(
         )
     elif covers(data, policy, keep):
         names, sizes = data.groups
-        top, served = coverage.coverage_order(
-            data.group_utility, np.array(sizes), n_target, _ranking_position(order)
-        )
+        top, served = coverage_plan(data, n_target)
         notes.append(coverage_line(names, sizes, served, top, order[:n_target]))
     else:
         top = order[:n_target]
@@ -143,6 +141,13 @@ def covers(data: ScoreData, policy: Policy, keep: Keep) -> bool:
     if policy.coverage == "off" or keep.by_curve or data.group_utility is None:
         return False
     return data.group_utility.shape[1] >= 2
+
+
+def coverage_plan(data: ScoreData, n_target: int) -> tuple[np.ndarray, np.ndarray]:
+    """Coverage's `n_target` picks, in the order taken, and the anchor group each serves."""
+    _, sizes = data.groups
+    tie = _ranking_position(rank(data.ids, data.utility))
+    return coverage.coverage_order(data.group_utility, np.array(sizes), n_target, tie)
 
 
 def coverage_line(
