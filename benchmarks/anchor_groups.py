@@ -53,7 +53,7 @@ def main() -> None:
     seconds = time.perf_counter() - start
     print(f"{len(anchor_records)} anchors, probe {found.probe} candidates, "
           f"products on {found.products}, {seconds:.1f} s")  # fmt: skip
-    print("k | stability (mean ARI, probe halves) | smallest group")
+    print("k | stability (least stable group's mean best-match Jaccard, probe halves) | smallest")
     for k in sorted(found.stability):
         print(f"{k} | {found.stability[k]:.3f} | {found.smallest[k]}")
     out = {"k": found.k, "seconds": seconds, **found.describe()}
