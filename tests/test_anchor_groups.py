@@ -143,10 +143,12 @@ def test_score_finds_groups_records_them_and_select_covers_them(bench, tmp_path)
     assert len(pool_ids) == 24
 
 
-def test_planted_kinds_are_found_on_a_real_proxy(tmp_path) -> None:
+@pytest.fixture(scope="module")
+def two_kinds(tmp_path_factory):
     """Anchors of two unrelated kinds (text-only arithmetic; reading digits in an image),
-    candidates of both: the profiles of the built-in proxy separate the two kinds."""
-    bench = write_benchmark(tmp_path / "b", n_pool=48, n_anchors=24, n_test=1)
+    candidates of the bench's image families: (bench, anchors file, kind of each anchor,
+    the anchors' JSON lines)."""
+    bench = write_benchmark(tmp_path_factory.mktemp("b"), n_pool=48, n_anchors=24, n_test=1)
     records = [json.loads(x) for x in open(bench.anchors)]
     kinds, lines = [], []
     for i, r in enumerate(records):
@@ -164,6 +166,12 @@ def test_planted_kinds_are_found_on_a_real_proxy(tmp_path) -> None:
         lines.append(json.dumps(r))
     anchors = bench.root / "anchors-two-kinds.jsonl"
     anchors.write_text("\n".join(lines) + "\n")
+    return bench, anchors, kinds, lines
+
+
+def test_planted_kinds_are_found_on_a_real_proxy(two_kinds, tmp_path) -> None:
+    """The profiles of the built-in proxy, with every default, separate the two kinds."""
+    bench, anchors, kinds, lines = two_kinds
     out = tmp_path / "scores.parquet"
     run = run_cli("score", bench.pool, "--anchors", anchors, "--out", out, *FAST)
     assert run.rc == 0, run.err
@@ -207,3 +215,21 @@ def test_field_groups_win_and_off_turns_groups_off(bench, tmp_path) -> None:
     with pytest.raises(SystemExit):  # argparse refuses it, naming the choices
         run_cli("score", bench.pool, "--anchors", bench.anchors, "--out", tmp_path / "x",
                 *FAST, "--anchor-groups", "maybe")  # fmt: skip
+
+
+def test_shards_score_towards_the_same_found_groups_as_one_process(two_kinds, tmp_path):
+    """The first shard finds the groups beside the shared proxy; the other loads them."""
+    bench, anchors, _, _ = two_kinds
+    args = ("score", bench.pool, "--anchors", anchors, *FAST, "--method", "exact")
+    one = tmp_path / "one.parquet"
+    assert run_cli(*args, "--out", one).rc == 0
+    two = tmp_path / "two.parquet"
+    runs = [run_cli(*args, "--out", two, "--shard", f"{i}/2") for i in range(2)]
+    assert all(r.rc == 0 for r in runs), [r.err for r in runs]
+    merged = run_cli("merge", two)
+    assert merged.rc == 0, merged.err
+    found = read_settings(one)["anchor_groups_found"]
+    assert found["k"] >= 2 and read_settings(two)["anchor_groups_found"] == found
+    a, b = (pq.read_table(p).to_pydict() for p in (one, two))
+    by_id = dict(zip(b["id"], b["group_utility"], strict=True))
+    np.testing.assert_allclose([by_id[i] for i in a["id"]], a["group_utility"], rtol=1e-9)
