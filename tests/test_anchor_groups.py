@@ -233,3 +233,12 @@ def test_shards_score_towards_the_same_found_groups_as_one_process(two_kinds, tm
     a, b = (pq.read_table(p).to_pydict() for p in (one, two))
     by_id = dict(zip(b["id"], b["group_utility"], strict=True))
     np.testing.assert_allclose([by_id[i] for i in a["id"]], a["group_utility"], rtol=1e-9)
+
+
+def test_a_method_without_group_utilities_finds_no_groups(bench, tmp_path) -> None:
+    """first-order writes no group_utility, so nothing is spent finding groups for it."""
+    out = tmp_path / "fo.parquet"
+    run = run_cli("score", bench.pool, "--anchors", anchors_without_groups(bench), "--out", out,
+                  *FAST, "--method", "first-order")  # fmt: skip
+    assert run.rc == 0, run.err
+    assert "anchor_groups_found" not in read_settings(out)

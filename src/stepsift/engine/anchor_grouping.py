@@ -23,6 +23,7 @@ from stepsift.engine.settings import ScoreSettings
 from stepsift.proxy.base import Batch, Proxy
 from stepsift.utility.anchor_groups import PROBE, FoundGroups, find_anchor_groups
 from stepsift.utility.anchor_views import group_labels
+from stepsift.utility.registry import VIEWS
 from stepsift.utility.steps import StepRule
 
 FILE = "anchor-groups.json"
@@ -34,8 +35,9 @@ def group_field(settings: ScoreSettings) -> str:
 
 
 def wants_found_groups(settings: ScoreSettings, anchor_records: Sequence[Record]) -> bool:
-    """auto, and the anchors carry no group field: groups are found from the proxy."""
-    if settings.anchor_groups != "auto":
+    """auto, a method that writes group utilities, and anchors without a group field:
+    groups are found from the proxy."""
+    if settings.anchor_groups != "auto" or settings.method not in VIEWS:
         return False
     return group_labels(anchor_records, settings.anchor_group_field) is None
 
