@@ -104,12 +104,15 @@ def synthetic(bench: BenchmarkPaths) -> Synthetic:
     w = np.array(fold_sizes) / sum(fold_sizes)
     utility = fold_utility @ w
     groups = ["count", HOSTILE_GROUP, "sum"]
+    # the two bad records' losses misfit the rest too, so `select`'s default flags them
+    loss = rng.uniform(1, 3, n)
+    loss[[ids.index(EVIL_ID), ids.index(BROKEN_ID)]] = 9.0
     group_utility = signal[:, None] * np.array([1.0, -0.5, 2.0]) + rng.normal(0, 0.005, (n, 3))
     table = pa.table(
         {
             "id": pa.array(ids, pa.string()),
             "utility": pa.array(utility, pa.float64()),
-            "loss": pa.array(rng.uniform(1, 3, n), pa.float64()),
+            "loss": pa.array(loss, pa.float64()),
             "harmful": pa.array(utility < 0),
             "tokens": pa.array(rng.integers(10, 60, n), pa.int64()),
             "truncated": pa.array(np.zeros(n, bool)),
@@ -311,9 +314,13 @@ def test_report_with_every_optional_column_renders_in_chromium(
     assert run.rc == 0, run.err
     assert (out / "groups.png").is_file()
     r = render(out / "report.html", "report.png", tmp_path)
-    # with fold utilities, harmful means below 0 beyond the anchors' noise, as in `select`
-    flags = calibrated_harmful(synthetic.utility, synthetic.fold_utility, synthetic.fold_sizes)
-    assert 2 < flags.sum() < (synthetic.utility < 0).sum()  # the calibration changes things
+    # the page's harmful flags are `select`'s default ones: with fold utilities, below 0
+    # beyond the anchors' noise and a loss that misfits its kind
+    flags, _ = harmful_flags(read_score_data(synthetic.scores), Policy())
+    calibrated = calibrated_harmful(
+        synthetic.utility, synthetic.fold_utility, synthetic.fold_sizes
+    )
+    assert 2 <= flags.sum() < calibrated.sum() < (synthetic.utility < 0).sum()
     n_harmful = min(10, int(flags.sum()))
     # 3 plots, one image per shown sample except the broken one, which is named instead
     assert_rendered(r, 3 + n_harmful + 10 - 1)
@@ -322,7 +329,8 @@ def test_report_with_every_optional_column_renders_in_chromium(
     assert dom.title.startswith("stepsift report") and "pwned" not in dom.title
     assert HOSTILE_TEXT in text and HOSTILE_GROUP in text
     assert [s.get("data-id") for s in dom.samples][0] == EVIL_ID
-    assert f"{int(flags.sum())} flagged harmful" in text and "harmful: calibrated" in text
+    assert f"{int(flags.sum())} flagged harmful" in text
+    assert "harmful: utility below 0 beyond the anchors' noise" in text and "misfit" in text
     assert "image 1 not shown" in text and "broken.png" in text
     # the groups and the reliability figure, as the library computes it
     for name in synthetic.groups:

@@ -223,7 +223,7 @@ def choose_groups(profiles: np.ndarray, anchor_ids: Sequence[str], seed: int = 0
     k_max = min(MAX_GROUPS, n_anchors // floor)
     if k_max < 2 or n_probe < 8:
         reason = (
-            f"{n_anchors} anchors cannot make 2 groups of {floor}"
+            f"{n_anchors} anchors are too few for 2 groups of {floor}"
             if k_max < 2
             else f"a probe of {n_probe} candidates is too small to judge stability"
         )
