@@ -105,7 +105,7 @@ def decide(
         )
     elif covers(data, policy, keep):
         names, sizes = data.groups
-        top, served = coverage_plan(data, n_target)
+        top, served = coverage_plan(data, n_target, order)
         notes.append(coverage_line(names, sizes, served, top, order[:n_target]))
     else:
         top = order[:n_target]
@@ -143,10 +143,15 @@ def covers(data: ScoreData, policy: Policy, keep: Keep) -> bool:
     return data.group_utility.shape[1] >= 2
 
 
-def coverage_plan(data: ScoreData, n_target: int) -> tuple[np.ndarray, np.ndarray]:
-    """Coverage's `n_target` picks, in the order taken, and the anchor group each serves."""
+def coverage_plan(
+    data: ScoreData, n_target: int, order: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Coverage's `n_target` picks, in the order taken, and the anchor group each serves;
+    `order` is the plain ranking (`rank`) when the caller already has it."""
     _, sizes = data.groups
-    tie = _ranking_position(rank(data.ids, data.utility))
+    if order is None:
+        order = rank(data.ids, data.utility)
+    tie = _ranking_position(order)
     return coverage.coverage_order(data.group_utility, np.array(sizes), n_target, tie)
 
 

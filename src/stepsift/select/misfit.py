@@ -49,7 +49,3 @@ def loss_z_within_kind(loss: np.ndarray, kinds: np.ndarray) -> np.ndarray:
         z[members] = (values - median) / spread if spread > 0 else 0.0
     return z
 
-
-def misfits(loss: np.ndarray, sketch: np.ndarray | None) -> np.ndarray:
-    """True where a candidate's loss is an outlier among candidates of its kind."""
-    return loss_z_within_kind(loss, candidate_kinds(sketch, len(loss))) > MISFIT_Z

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -264,5 +264,4 @@ def find_anchor_groups(
 ) -> FoundGroups:
     """Profile the anchors against the probe candidates' steps and pick groups by the rule."""
     profiles, how = anchor_profiles(proxy, anchors, probe_batches, step_rule)
-    found = choose_groups(profiles, anchor_ids, seed)
-    return FoundGroups(**{**found.__dict__, "products": how})
+    return replace(choose_groups(profiles, anchor_ids, seed), products=how)
