@@ -13,12 +13,8 @@ from stepsift.bench.generate import BenchmarkPaths, write_benchmark
 from stepsift.cli import main
 from stepsift.engine.audit import audit_positions, audit_size, compare, top_overlap
 from stepsift.engine.store import ScoreRows, read_scores, read_settings
-from tests.cli_helpers import run_cli
-
-FAST = [
-    "--warmup-min-samples", "8", "--warmup-min-steps", "3", "--batch-size", "4",
-    "--flush-seconds", "0", "--quiet", "--seed", "0",
-]  # fmt: skip
+from tests.cli_helpers import FAST_SCORE as FAST
+from tests.cli_helpers import run_cli, score_bench
 
 
 @pytest.fixture(scope="module")
@@ -26,11 +22,7 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> BenchmarkPaths:
     return write_benchmark(tmp_path_factory.mktemp("bench"), n_pool=30, n_anchors=12, n_test=1)
 
 
-def score(bench: BenchmarkPaths, out, *extra: str):
-    return run_cli(
-        "score", str(bench.pool), "--anchors", str(bench.anchors), "--out", str(out),
-        *FAST, *extra,
-    )  # fmt: skip
+score = score_bench
 
 
 def utilities(path) -> dict[str, float]:
@@ -54,6 +46,8 @@ def test_audit_positions_are_distinct_seeded_and_cover_the_pool_uniformly():
     assert np.array_equal(a, audit_positions(10_000, 500, seed=3))
     assert not np.array_equal(a, audit_positions(10_000, 500, seed=4))
     assert 3_500 < np.median(a) < 6_500  # not the first rows of the file
+    # audited in random order, so an audit cut short by time is a uniform sample too
+    assert not np.all(np.diff(a) > 0) and 2_500 < np.median(a[:100]) < 7_500
 
 
 def test_compare_reads_the_runs_scores_by_id():
@@ -80,9 +74,11 @@ def test_a_curvature_run_records_exacts_scores_of_its_sample(bench, exact_run, t
     assert run.rc == 0, run.err
     audit = read_settings(out)["audit"]
     assert audit["n"] == 12 and len(set(audit["ids"])) == 12
-    # the audit's exact utilities are the exact run's (same seed, so the same warmed proxy)
+    # the audit's exact utilities are the exact run's (same seed, so the same warmed proxy);
+    # the audit batches its sample in random order, so padding differs from the exact run's
+    # length-ordered batches and float32 rounds differently, at about 1e-7
     exact = utilities(exact_run)
-    assert audit["exact_utility"] == pytest.approx([exact[i] for i in audit["ids"]], rel=1e-9)
+    assert audit["exact_utility"] == pytest.approx([exact[i] for i in audit["ids"]], rel=1e-5)
     est = [utilities(out)[i] for i in audit["ids"]]
     assert audit["spearman"] == pytest.approx(spearmanr(est, audit["exact_utility"]).statistic)
     rho = audit["spearman"]
@@ -160,7 +156,7 @@ def test_an_anchor_subsample_run_is_audited_and_its_k_is_decisive(bench, exact_r
     assert settings["audit"]["n"] == 12  # audited against exact on all 12 anchors
     exact = utilities(exact_run)
     assert settings["audit"]["exact_utility"] == pytest.approx(
-        [exact[i] for i in settings["audit"]["ids"]], rel=1e-9
+        [exact[i] for i in settings["audit"]["ids"]], rel=1e-5  # batches differ, as above
     )
     # the same file with another k would mix two estimators' scores: refused
     again = score(bench, out, "--method", "anchor-subsample", "--exact-anchors", "5")
@@ -178,7 +174,7 @@ def test_a_forward_run_is_audited_and_its_directions_are_decisive(bench, exact_r
     assert settings["audit"]["n"] == 12 and -1 <= settings["audit"]["spearman"] <= 1
     exact = utilities(exact_run)
     assert settings["audit"]["exact_utility"] == pytest.approx(
-        [exact[i] for i in settings["audit"]["ids"]], rel=1e-9
+        [exact[i] for i in settings["audit"]["ids"]], rel=1e-5  # batches differ, as above
     )
     assert len(utilities(out)) == 30
     again = score(bench, out, "--method", "forward", "--forward-directions", "3")
@@ -187,7 +183,9 @@ def test_a_forward_run_is_audited_and_its_directions_are_decisive(bench, exact_r
 
 def test_a_streamed_curvature_sketch_is_recorded_and_decisive(bench, tmp_path):
     out = tmp_path / "streamed.parquet"
-    run = score(bench, out, "--method", "curvature", "--streamed-sketch", "--audit", "6")
+    # 12 anchors x 16 draws are more vectors than the buffer holds: so it really streams
+    run = score(bench, out, "--method", "curvature", "--streamed-sketch", "--audit", "6",
+                "--label-draws", "16")  # fmt: skip
     assert run.rc == 0, run.err
     settings = read_settings(out)
     assert settings["streamed_sketch"] is True and settings["ggn_streamed"] is True
@@ -195,7 +193,7 @@ def test_a_streamed_curvature_sketch_is_recorded_and_decisive(bench, tmp_path):
     plain = tmp_path / "plain.parquet"
     assert score(bench, plain, "--method", "curvature", "--audit", "0").rc == 0
     assert "ggn_streamed" not in read_settings(plain)
-    again = score(bench, out, "--method", "curvature", "--audit", "6")
+    again = score(bench, out, "--method", "curvature", "--audit", "6", "--label-draws", "16")
     assert again.rc != 0 and "made from other inputs or settings" in again.err
 
 
@@ -212,3 +210,42 @@ def test_bf16_candidate_gradients_are_recorded_decisive_and_audited_in_full(benc
         bench, tmp_path / "x.parquet", "--method", "exact", "--grad-autocast", "bfloat16"
     )
     assert refused.rc != 0 and "--grad-autocast applies to curvature and less" in refused.err
+
+
+def test_a_time_sized_audit_stops_after_its_floor_once_its_share_is_spent(tmp_path):
+    """With its time share spent from the start, the audit still scores its floor, then
+    stops at the first batch boundary past it; without a budget it scores every batch."""
+    from stepsift.engine.audit import AuditBudget, score_audit
+    from stepsift.engine.store import PartStore
+
+    def score_batch(batch):
+        rows = ScoreRows()
+        n = len(batch)
+        rows.extend([f"c{i}" for i in batch], [0.1] * n, [1.0] * n, [5] * n, [False] * n)
+        return rows
+
+    todo = [np.arange(s, s + 4) for s in range(0, 40, 4)]
+    capped = PartStore(tmp_path / "capped.parquet")
+    capped.open("audit:40", overwrite=True)
+    rows, _ = score_audit(capped, todo, score_batch, 0.0, budget=AuditBudget(0.0, floor=10))
+    assert len(rows) == 12  # three batches of 4: the floor of 10 reached, then stopped
+    whole = PartStore(tmp_path / "whole.parquet")
+    whole.open("audit:40", overwrite=True)
+    assert len(score_audit(whole, todo, score_batch, 0.0)[0]) == 40
+    # a long budget lets every batch through too
+    roomy = PartStore(tmp_path / "roomy.parquet")
+    roomy.open("audit:40", overwrite=True)
+    budget = AuditBudget(3600.0, floor=10)
+    assert len(score_audit(roomy, todo, score_batch, 0.0, budget=budget)[0]) == 40
+
+
+def test_the_rho_interval_holds_rho_and_narrows_with_the_sample():
+    from stepsift.engine.audit import spearman_interval
+
+    lo32, hi32 = spearman_interval(0.95, 32)
+    lo128, hi128 = spearman_interval(0.95, 128)
+    assert lo32 < lo128 < 0.95 < hi128 < hi32 < 1.0
+    # Fisher's z with Bonett-Wright's standard error, by hand
+    half = 1.96 * np.sqrt((1 + 0.95**2 / 2) / 29)
+    assert lo32 == pytest.approx(np.tanh(np.arctanh(0.95) - half), abs=1e-4)
+    assert all(np.isnan(spearman_interval(0.9, 3)))

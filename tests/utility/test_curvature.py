@@ -221,3 +221,32 @@ def test_a_sketch_that_fits_too_few_buckets_is_left_out(proxy, candidates, ancho
     assert again.sketch.dropped == est.sketch.dropped
     enough = CurvatureUtility(proxy, proxy.collate(anchors), rule, max_bytes=8 * one_vector)
     assert enough.sketch.size == 8 and "ggn_dropped" not in enough.describe()
+
+
+def test_one_pass_of_label_draws_sets_up_the_whole_set_and_every_view(
+    proxy, candidates, anchors, monkeypatch
+) -> None:
+    """The views' sketches take their anchors' share of the whole set's label draws: the
+    set-up draws as many sampled-label gradients with two folds and two groups as without
+    any view, and a view whose anchors are the whole set gets the whole set's sketch."""
+    import stepsift.utility.ggn_sketch as ggn_sketch
+
+    calls = []
+    real = ggn_sketch.per_sample_grads
+
+    def counted(proxy, params, tensors, *rest):
+        calls.append(len(tensors["labels"]))
+        return real(proxy, params, tensors, *rest)
+
+    monkeypatch.setattr(ggn_sketch, "per_sample_grads", counted)
+    batch, rule = proxy.collate(anchors), SGDStep(0.5)
+    CurvatureUtility(proxy, batch, rule, label_draws=4)
+    alone = sum(calls)
+    calls.clear()
+    whole_as_view = AnchorViews(3, 0, (), (0, 0, 0), ("all",))
+    est = CurvatureUtility(proxy, batch, rule, label_draws=4, views=_views())
+    assert sum(calls) == alone == 4 * len(anchors)
+    # one group holding every anchor: its utility is the whole set's, term for term
+    est = CurvatureUtility(proxy, batch, rule, label_draws=4, views=whole_as_view, rank=None)
+    got = est(proxy.collate(candidates))
+    np.testing.assert_allclose(got.group_utility[:, 0].numpy(), got.utility.numpy(), rtol=1e-9)

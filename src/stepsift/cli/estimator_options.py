@@ -44,8 +44,16 @@ def add_estimator_arguments(p: argparse.ArgumentParser) -> None:
         "--streamed-sketch",
         action="store_true",
         help="for --method curvature: build the Gauss-Newton sketch through a frequent-"
-        "directions buffer, so its set-up memory is (2 x 64 + 32) parameter vectors "
+        "directions buffer, so its set-up memory is (4 x 64 + 32) parameter vectors "
         "instead of up to 1 GiB (it ranked worse under Adam: see README)",
+    )
+    p.add_argument(
+        "--label-draws",
+        type=int,
+        default=ScoreSettings.label_draws,
+        metavar="K",
+        help="for --method curvature: sampled-label gradients per anchor its Gauss-Newton "
+        "sketch is built from (set-up cost grows with K; more draws, less sketch noise)",
     )
     p.add_argument(
         "--grad-autocast",

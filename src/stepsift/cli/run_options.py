@@ -19,8 +19,20 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         default=w.fraction,
         help="fraction of the pool the proxy warms up on (0: no warm-up; a saved proxy never)",
     )
-    p.add_argument("--warmup-min-samples", type=int, default=w.min_samples)
-    p.add_argument("--warmup-min-steps", type=int, default=w.min_steps)
+    p.add_argument(
+        "--warmup-min-samples",
+        type=int,
+        default=w.min_samples,
+        help="the warm-up's slice is at least this many records (default: 256 for the "
+        "built-in proxy, which starts from scratch; 64 for a pretrained Hugging Face model)",
+    )
+    p.add_argument(
+        "--warmup-min-steps",
+        type=int,
+        default=w.min_steps,
+        help="the warm-up takes at least this many steps (default: 150 for the built-in "
+        "proxy; none beyond one pass over its slice for a pretrained model)",
+    )
     p.add_argument("--warmup-lr", type=float, default=w.lr)
     p.add_argument("--batch-size", type=int, default=16, help="candidates per batched step")
     p.add_argument("--seed", type=int, default=0)
@@ -62,6 +74,14 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--workers", type=int, default=ScoreSettings.workers, help="Ray actors")
     r.add_argument("--cpus-per-worker", type=float, default=ScoreSettings.cpus_per_worker)
     r.add_argument("--gpus-per-worker", type=float, default=ScoreSettings.gpus_per_worker)
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads for this process (default: the CPUs it may run on). With "
+        "several scoring processes on one machine (shards, two jobs) give each its share "
+        "of the cores: more threads than cores slow every process down many times",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument(
         "--overwrite",

@@ -59,6 +59,7 @@ def settings_from(args: argparse.Namespace) -> ScoreSettings:
         exact_anchors=args.exact_anchors,
         forward_directions=args.forward_directions,
         streamed_sketch=args.streamed_sketch,
+        label_draws=args.label_draws,
         grad_autocast=args.grad_autocast,
         audit=args.audit,
         anchor_folds=args.anchor_folds,
@@ -88,5 +89,6 @@ def settings_from(args: argparse.Namespace) -> ScoreSettings:
         ray_address=args.ray_address,
         workers=args.workers,
         cpus_per_worker=args.cpus_per_worker,
+        threads=args.threads,
         gpus_per_worker=args.gpus_per_worker,
     )

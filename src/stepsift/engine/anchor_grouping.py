@@ -10,10 +10,12 @@ groups without finding them again.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from stepsift.data.atomic import atomic_write_text
 from stepsift.data.index import RecordIndex
@@ -48,9 +50,13 @@ def _fingerprint(proxy: Proxy, anchors: Batch, rule: StepRule, settings: ScoreSe
 
 
 def probe_batches(pool: RecordIndex, proxy: Proxy, batch_size: int, seed: int) -> list[Batch]:
-    """A seeded random probe of up to PROBE candidates, collated in batches."""
+    """A seeded random probe of up to PROBE candidates, collated in batches of like length
+    (as scoring batches them: random lengths side by side would pad most of each batch)."""
     n = len(pool)
-    positions = np.sort(np.random.default_rng(seed).permutation(n)[: min(PROBE, n)])
+    chosen = np.zeros(n, dtype=bool)
+    chosen[np.random.default_rng(seed).permutation(n)[: min(PROBE, n)]] = True
+    order = pool.length_order()
+    positions = order[chosen[order]]
     return [
         proxy.collate(pool.load(positions[s : s + batch_size]))
         for s in range(0, len(positions), batch_size)
@@ -78,7 +84,9 @@ def found_groups(
         if pool is None:
             return None
         batches = probe_batches(pool, proxy, settings.batch_size, settings.seed)
-        found = find_anchor_groups(proxy, anchors, anchors.ids, batches, rule, settings.seed)
+        shown = tqdm(batches, desc="anchor groups", unit="batch", leave=False, file=sys.stderr,
+                     disable=not settings.progress, dynamic_ncols=True)  # fmt: skip
+        found = find_anchor_groups(proxy, anchors, anchors.ids, shown, rule, settings.seed)
         payload = {"fingerprint": fingerprint, "groups": found.to_dict()}
         atomic_write_text(path, json.dumps(payload, indent=1) + "\n")
         return found

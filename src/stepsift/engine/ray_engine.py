@@ -45,6 +45,9 @@ class ScoreActor:
     ):
         import torch
 
+        from stepsift.engine.threads import use_threads
+
+        use_threads(cpus=settings.cpus_per_worker)  # the CPUs Ray gave this actor, no more
         torch.manual_seed(settings.seed)
         self.reader = reader  # each batch's records are read from where the index found them
         anchor_records = read_records(Path(anchors), settings.image_root).records

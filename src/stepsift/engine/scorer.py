@@ -14,6 +14,7 @@ from stepsift.data.record import Record
 from stepsift.engine.anchor_grouping import found_groups, group_field, wants_found_groups
 from stepsift.engine.anchor_state import load_or_build, state_fingerprint, state_path
 from stepsift.engine.settings import ScoreSettings
+from stepsift.engine.stages import StageClock
 from stepsift.engine.store import OPTIONAL_COLUMNS, ScoreRows
 from stepsift.proxy.base import Proxy
 from stepsift.utility.anchor_groups import FoundGroups
@@ -46,19 +47,23 @@ class Scorer:
         settings: ScoreSettings,
         state_dir: Path | None = None,
         pool: RecordIndex | None = None,
+        clock: StageClock | None = None,
     ) -> Scorer:
         """The run's estimator on `proxy`: the step restricted to --params, the step rule,
         the anchors collated, their folds and groups. With `state_dir` (the run's proxy
         folder), the estimator's anchor state is loaded from there when an earlier worker
         saved it for the same proxy, anchors and settings, else computed and saved; so are
         the anchor groups found for anchors without a group field (found from a probe of
-        `pool`; without a pool, only loaded)."""
+        `pool`; without a pool, only loaded). `clock` is told how long finding the
+        groups and the estimator's anchor set-up took."""
+        clock = clock or StageClock()
         proxy.restrict_step(settings.params)
         rule = make_step_rule(settings.optimizer, settings.lr, proxy, DEFAULT_SGD_LR)
         anchors = proxy.collate(anchor_records)
         found = None
         if state_dir is not None and wants_found_groups(settings, anchor_records):
-            found = found_groups(state_dir, proxy, anchors, rule, settings, pool)
+            with clock.stage("anchor groups"):
+                found = found_groups(state_dir, proxy, anchors, rule, settings, pool)
         views = build_views(
             anchor_records, settings.anchor_folds, group_field(settings), settings.seed,
             labels=found.labels if found is not None else None,
@@ -71,28 +76,34 @@ class Scorer:
                 views=views, sketch_dim=settings.sketch_dim, sketch_seed=settings.seed,
                 state=state, exact_anchors=settings.exact_anchors, seed=settings.seed,
                 forward_directions=settings.forward_directions,
-                streamed_sketch=settings.streamed_sketch,
-                grad_autocast=settings.grad_autocast,
+                streamed_sketch=settings.streamed_sketch, label_draws=settings.label_draws,
+                grad_autocast=settings.grad_autocast, progress=settings.progress,
             )  # fmt: skip
 
-        loaded = False
-        if state_dir is not None and method in EXPORTS_STATE:
-            decisive = {
-                "params": settings.params,
-                "less_dim": settings.less_dim if method == "less" else None,
-                "directions": settings.forward_directions if method == "forward" else None,
-                "streamed": settings.streamed_sketch if method == "curvature" else None,
-                "dtype": settings.dtype,
-                # curvature's state holds one expansion per anchor view
-                "views": (views.fold_of, views.group_of) if method == "curvature" else None,
-            }
-            fp = state_fingerprint(method, decisive, proxy, anchors, rule)
-            estimator, loaded = load_or_build(
-                state_path(state_dir, method), fp, build_estimator, proxy.device
+        with clock.stage("anchor set-up"):
+            estimator, loaded = cls._estimator(
+                build_estimator, method, settings, proxy, anchors, rule, views, state_dir
             )
-        else:
-            estimator = build_estimator(None)
         return cls(proxy, estimator, rule, views, settings.sketch_dim, loaded, found)
+
+    @staticmethod
+    def _estimator(build_estimator, method, settings, proxy, anchors, rule, views, state_dir):
+        """(estimator, whether its anchor state was loaded): the state is loaded from, or
+        computed and saved to, `state_dir` where the method can export it."""
+        if state_dir is None or method not in EXPORTS_STATE:
+            return build_estimator(None), False
+        decisive = {
+            "params": settings.params,
+            "less_dim": settings.less_dim if method == "less" else None,
+            "directions": settings.forward_directions if method == "forward" else None,
+            "streamed": settings.streamed_sketch if method == "curvature" else None,
+            "label_draws": settings.label_draws if method == "curvature" else None,
+            "dtype": settings.dtype,
+            # curvature's state holds one expansion per anchor view
+            "views": (views.fold_of, views.group_of) if method == "curvature" else None,
+        }
+        fp = state_fingerprint(method, decisive, proxy, anchors, rule)
+        return load_or_build(state_path(state_dir, method), fp, build_estimator, proxy.device)
 
     def __call__(self, records: Sequence[Record]) -> ScoreRows:
         batch = self.proxy.collate(records)

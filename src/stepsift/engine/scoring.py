@@ -29,6 +29,7 @@ from stepsift.engine.anchor_grouping import group_field, wants_found_groups
 from stepsift.engine.audit import (
     AUDIT_METHOD,
     AUDIT_WARN_BELOW,
+    AuditBudget,
     audit_positions,
     audit_size,
     compare,
@@ -37,6 +38,7 @@ from stepsift.engine.audit import (
 from stepsift.engine.scorer import Scorer
 from stepsift.engine.settings import DTYPES, METHODS, ScoreSettings
 from stepsift.engine.shards import publish_or_adopt, shared_proxy_dir
+from stepsift.engine.stages import StageClock, stage_line
 from stepsift.engine.store import (
     DIGEST_KEY,
     REJECTED_KEY,
@@ -47,6 +49,7 @@ from stepsift.engine.store import (
     read_scores,
     read_settings,
 )
+from stepsift.engine.threads import busy_note, run_threads
 from stepsift.proxy.base import Proxy, select_parameter_names
 from stepsift.proxy.builtin import BuiltinProxy
 from stepsift.proxy.hf_loading import HFOptions
@@ -74,9 +77,12 @@ class ScoreSummary:
     seconds: float
     settings: dict
     audit: dict | None = None  # the fast estimator against exact (engine/audit.py)
+    stages: dict[str, float] | None = None  # seconds per stage (engine/stages.py)
 
     def lines(self) -> list[str]:
         out = [f"scored {self.scored} candidates -> {self.out} ({self.seconds:.1f}s)"]
+        if self.stages:
+            out.append(stage_line(self.stages, self.seconds))
         if self.resumed:
             out.append(f"resumed: {self.resumed} were already scored by an interrupted run")
         if self.warmup is not None and self.warmup.steps:
@@ -105,9 +111,22 @@ def audit_lines(audit: dict | None) -> list[str]:
     """What the run prints of its audit, with a warning when ρ is under the bar."""
     if not audit:
         return []
+    interval = audit.get("spearman_interval")
+    within = (
+        f" (95% interval {interval[0]:.2f}-{interval[1]:.2f})"
+        if interval and all(math.isfinite(x) for x in interval)
+        else ""
+    )
+    sample = audit.get("sample") or {}
+    sized = (
+        f" of {sample['pool_sample']} drawn, in its {sample['budget_seconds']:.0f}s time share"
+        if sample.get("sized_by") == "time" and audit["n"] < sample.get("pool_sample", 0)
+        else ""
+    )
     line = (
-        f"audit: {audit['n']} random candidates scored again with {audit['method']}: "
-        f"Spearman ρ {audit['spearman']:.3f}, top-20% overlap {audit['top20_overlap']:.2f}"
+        f"audit: {audit['n']} random candidates{sized} scored again with {audit['method']}: "
+        f"Spearman ρ {audit['spearman']:.3f}{within}, "
+        f"top-20% overlap {audit['top20_overlap']:.2f}"
     )
     if not audit["spearman"] >= AUDIT_WARN_BELOW:  # NaN (too few audited) warns too
         return [line, (
@@ -125,17 +144,21 @@ def run_audit(
     batches: Sequence[np.ndarray],
     store: PartStore,
     rows: ScoreRows,
+    run_seconds: float,
 ) -> dict | None:
     """Score the audit sample of this run's batches with exact and compare (engine/audit.py).
-    Its parts live in the run's parts folder, so an interrupted audit resumes."""
+    Its parts live in the run's parts folder, so an interrupted audit resumes. Without
+    --audit N it stops once it has taken a share of `run_seconds` (the run before it)."""
     n = audit_size(settings.audit, len(pool))
     if settings.method == AUDIT_METHOD or n == 0:
         return None
-    picked = np.zeros(len(pool), dtype=bool)
-    picked[audit_positions(len(pool), n, settings.seed)] = True
-    # the sampled positions in this run's (shard's) batches, in the batches' length order
-    mine = np.concatenate(list(batches)) if len(batches) else np.zeros(0, dtype=np.int64)
-    wanted = mine[picked[mine]]
+    budget = AuditBudget.share_of(run_seconds) if settings.audit is None else None
+    mine = np.zeros(len(pool), dtype=bool)
+    for b in batches:
+        mine[b] = True
+    # the sampled positions in this run's (shard's) batches, in the sample's random order
+    order = audit_positions(len(pool), n, settings.seed)
+    wanted = order[mine[order]]
     size = settings.batch_size
     audit_batches = [wanted[s : s + size] for s in range(0, len(wanted), size)]
     audit_store = PartStore(store.dir / "audit.parquet")
@@ -151,11 +174,15 @@ def run_audit(
                file=sys.stderr, dynamic_ncols=True)  # fmt: skip
     try:
         audited, seconds = score_audit(
-            audit_store, todo, lambda b: scorer(pool.load(b)), settings.flush_seconds, bar.update
-        )
+            audit_store, todo, lambda b: scorer(pool.load(b)), settings.flush_seconds,
+            bar.update, budget,
+        )  # fmt: skip
     finally:
         bar.close()
     sample = {"requested": settings.audit, "pool_sample": n, "seed": settings.seed}
+    if budget is not None:
+        sample |= {"sized_by": "time", "budget_seconds": round(budget.seconds, 1),
+                   "floor": budget.floor}  # fmt: skip
     return compare(audited.id, audited.utility, rows, seconds=seconds, sample=sample)
 
 
@@ -201,7 +228,15 @@ def get_proxy(settings: ScoreSettings, pool: Sequence[Record]) -> tuple[Proxy, W
         proxy = open_hf_proxy(settings.proxy, hf_options(settings))
     select_parameter_names(proxy.trainable_parameter_names(), settings.params)  # fail early
     warmup_settings = WarmupSettings(**{**asdict(settings.warmup), "seed": settings.seed})
-    report = warm_up(proxy, pool, warmup_settings, progress=settings.progress)
+    # a Hugging Face model is pretrained: it gets the lighter floors (proxy/warmup.py)
+    pretrained = settings.proxy != "builtin"
+    report = warm_up(proxy, pool, warmup_settings, settings.progress, pretrained)
+    proxy.history = {
+        "proxy": settings.proxy,
+        **({"proxy_init": str(settings.proxy_init)} if settings.proxy_init else {}),
+        "warmup": asdict(report) if report.steps else None,  # none: no NaN losses in JSON
+        "warmup_settings": asdict(warmup_settings),
+    }
     return proxy, report
 
 
@@ -236,6 +271,7 @@ def decisive_settings(settings: ScoreSettings, candidates: Path, anchors: Path) 
             if settings.method == "curvature" and settings.streamed_sketch
             else {}
         ),
+        **({"label_draws": settings.label_draws} if settings.method == "curvature" else {}),
         **({"grad_autocast": settings.grad_autocast} if settings.grad_autocast != "off" else {}),
         "anchor_folds": settings.anchor_folds,
         "anchor_group_field": settings.anchor_group_field,
@@ -325,8 +361,20 @@ def score(candidates: Path, anchors: Path, out: Path, settings: ScoreSettings) -
 
     Resumable: scores go to `OUT.parts/` as they are made; rerunning the same command
     after an interrupt or crash skips what is done and gives the same final file.
+    Runs on `settings.threads` torch threads (engine/threads.py), the caller's restored
+    after.
     """
+    with run_threads(settings.threads) as threads:
+        if settings.threads is None and settings.progress and (note := busy_note(threads)):
+            print(note, file=sys.stderr)
+        return _score(Path(candidates), Path(anchors), Path(out), settings, threads)
+
+
+def _score(
+    candidates: Path, anchors: Path, out: Path, settings: ScoreSettings, threads: int
+) -> ScoreSummary:
     start = time.perf_counter()
+    clock = StageClock()
     if settings.method not in METHODS:
         raise ValueError(f"unknown method {settings.method!r}; choose one of {', '.join(METHODS)}")
     check_sketch_dim(settings.sketch_dim)  # before any model work
@@ -338,11 +386,11 @@ def score(candidates: Path, anchors: Path, out: Path, settings: ScoreSettings) -
         if not is_saved_proxy(str(settings.proxy_init)):
             raise ValueError(f"--proxy-init {settings.proxy_init}: not a saved proxy folder "
                              "(no proxy.json)")  # fmt: skip
-    candidates, anchors, out = Path(candidates), Path(anchors), Path(out)
     torch.manual_seed(settings.seed)
-    pool, anchor_records, problems = load_inputs(
-        candidates, anchors, settings.image_root, settings.skip_invalid
-    )
+    with clock.stage("load"):
+        pool, anchor_records, problems = load_inputs(
+            candidates, anchors, settings.image_root, settings.skip_invalid
+        )
     # a bad anchor group field or fold count stops the run before any model work
     check_group_mode(settings.anchor_groups)
     build_views(anchor_records, settings.anchor_folds, group_field(settings), settings.seed)
@@ -367,9 +415,13 @@ def score(candidates: Path, anchors: Path, out: Path, settings: ScoreSettings) -
         write_rejected(problems, rejected_path)
 
     shared = shared_proxy_dir(out) if shard else None
-    proxy, warmup_report = resumable_proxy(settings, LazyRecords(pool), store, shared, run_id)
-    if settings.save_proxy is not None:
-        proxy.save(settings.save_proxy)
+    with clock.stage("load"):  # the model's loading (and saving); the warm-up is its own
+        proxy, warmup_report = resumable_proxy(settings, LazyRecords(pool), store, shared, run_id)
+        if settings.save_proxy is not None:
+            proxy.save(settings.save_proxy)
+    if warmup_report is not None and warmup_report.steps:
+        clock.take("load", warmup_report.seconds)
+        clock.add("warm-up", warmup_report.seconds)
 
     done = store.done().id
     # batches (positions in the pool index) are cut from the whole pool in length order,
@@ -382,26 +434,26 @@ def score(candidates: Path, anchors: Path, out: Path, settings: ScoreSettings) -
         batches = shard.take(batches)
     todo = remaining(batches, pool, done)
     total = sum(len(b) for b in batches)
-    bar = tqdm(
-        total=total,
-        initial=total - sum(len(b) for b in todo),
-        desc="scoring",
-        unit="sample",
-        disable=not settings.progress,
-        file=sys.stderr,
-        dynamic_ncols=True,
-    )
     if settings.engine == "ray":
         from stepsift.engine.ray_engine import score_on_ray  # ray only when asked for
 
         proxy_home = shared or store.proxy_dir
         if wants_found_groups(settings, anchor_records):  # found once here, loaded by actors
-            Scorer.build(proxy, anchor_records, settings, state_dir=proxy_home, pool=pool)
+            Scorer.build(
+                proxy, anchor_records, settings, state_dir=proxy_home, pool=pool, clock=clock
+            )
         scored = score_on_ray(settings, pool, anchors, proxy_home, todo)
     else:
         state_dir = shared or store.proxy_dir  # the anchor state is saved once, beside the proxy
-        scorer = Scorer.build(proxy, anchor_records, settings, state_dir=state_dir, pool=pool)
+        scorer = Scorer.build(
+            proxy, anchor_records, settings, state_dir=state_dir, pool=pool, clock=clock
+        )
         scored = ((scorer(pool.load(chunk)), scorer.facts()) for chunk in todo)
+    # the bar starts once the set-up (its own bars) is done: it shows scoring only
+    bar = tqdm(total=total, initial=total - sum(len(b) for b in todo), desc="scoring",
+               unit="sample", disable=not settings.progress, file=sys.stderr,
+               dynamic_ncols=True)  # fmt: skip
+    scoring_started = time.perf_counter()
     pending, last_flush = ScoreRows(), time.monotonic()
     about: dict = {}  # what the estimator says of itself, from whichever engine ran it
     try:
@@ -416,13 +468,16 @@ def score(candidates: Path, anchors: Path, out: Path, settings: ScoreSettings) -
         # on Ctrl-C or an error, keep every finished batch: the rerun starts after them
         store.write_part(pending)
         bar.close()
+        clock.add("scoring", time.perf_counter() - scoring_started)
     if not about:  # nothing was left to score: ask the estimator once
         about = Scorer.build(
-            proxy, anchor_records, settings, state_dir=shared or store.proxy_dir
+            proxy, anchor_records, settings, state_dir=shared or store.proxy_dir, clock=clock
         ).facts()
     rows = store.done()  # read the parts once: checked, then merged
     check_finite(rows, candidates)
-    audit = run_audit(settings, proxy, anchor_records, pool, batches, store, rows)
+    run_seconds = sum(clock.seconds.values())
+    with clock.stage("audit"):
+        audit = run_audit(settings, proxy, anchor_records, pool, batches, store, rows, run_seconds)
 
     recorded = {
         **decisive,
@@ -435,10 +490,16 @@ def score(candidates: Path, anchors: Path, out: Path, settings: ScoreSettings) -
         REJECTED_KEY: len({(p.file, p.line) for p in problems}),
         **about,
         **({"audit": audit} if audit else {}),
+        # this invocation's stages (a resumed run's own, not the interrupted one's); the
+        # file's own writing comes after, so only the printed summary has it
+        "stage_seconds": clock.record(),
+        "threads": threads,
+        "proxy_origin": proxy.origin(),
     }
     if shard:
         recorded |= {"shard": str(shard), "shard_candidates": sum(len(b) for b in batches)}
-    store.finish(rows, settings.harmful_below, recorded)
+    with clock.stage("write"):
+        store.finish(rows, settings.harmful_below, recorded)
     return ScoreSummary(
         out=final,
         scored=len(rows),
@@ -452,6 +513,7 @@ def score(candidates: Path, anchors: Path, out: Path, settings: ScoreSettings) -
         audit=audit,
         seconds=time.perf_counter() - start,
         settings=recorded,
+        stages=clock.record(),
     )
 
 

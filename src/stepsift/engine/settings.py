@@ -15,6 +15,7 @@ from stepsift.proxy.warmup import WarmupSettings
 from stepsift.utility.anchor_groups import DEFAULT_GROUP_MODE
 from stepsift.utility.anchor_views import DEFAULT_FOLDS, DEFAULT_GROUP_FIELD
 from stepsift.utility.forward_only import DEFAULT_DIRECTIONS
+from stepsift.utility.ggn_sketch import DEFAULT_LABEL_DRAWS
 from stepsift.utility.less import DEFAULT_DIM as LESS_DIM
 from stepsift.utility.registry import ESTIMATORS
 from stepsift.utility.sketch import DEFAULT_DIM as SKETCH_DIM
@@ -47,6 +48,8 @@ class ScoreSettings:
     forward_directions: int = DEFAULT_DIRECTIONS  # curvature directions, for forward only
     # curvature's GGN sketch through a frequent-directions buffer (bounded set-up memory)
     streamed_sketch: bool = False
+    # curvature's sampled-label gradients per anchor (utility/ggn_sketch.py)
+    label_draws: int = DEFAULT_LABEL_DRAWS
     # bf16 autocast for the candidates' per-sample gradients (curvature, less only; their
     # anchor state, exact and the audit stay full precision): utility/gradients.py
     grad_autocast: str = "off"
@@ -78,5 +81,8 @@ class ScoreSettings:
     engine: str = "local"  # "local" (this process) or "ray" (see engine/ray_engine.py)
     ray_address: str | None = None  # an existing Ray cluster; None starts a local one
     workers: int = 2  # Ray actors, each holding a proxy
+    # torch threads for this process (None: the CPUs it may run on); each Ray actor takes
+    # its cpus_per_worker (engine/threads.py)
+    threads: int | None = None
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0

@@ -103,12 +103,14 @@ def merge(out: Path) -> tuple[int, int]:
             f"{out}: shard(s) {', '.join(map(str, missing))} of {n} have no finished file "
             f"(e.g. {shard_path(out, missing[0], n).name}); run them (again) to finish"
         )
-    rows, settings, seen, audits = ScoreRows(), None, {}, []
+    rows, settings, seen, audits, stages = ScoreRows(), None, {}, [], {}
     for i in range(n):
         path = found[(i, n)]
         recorded = read_settings(path)
         if recorded.get("audit"):
             audits.append(recorded["audit"])
+        for stage, seconds in recorded.get("stage_seconds", {}).items():
+            stages[stage] = round(stages.get(stage, 0.0) + seconds, 2)
         run = recorded.get("run_fingerprint")
         if settings is None:
             settings = recorded
@@ -133,6 +135,7 @@ def merge(out: Path) -> tuple[int, int]:
         )
     merged = {k: v for k, v in settings.items() if k not in ("shard", "shard_candidates")}
     merged["merged_shards"] = n
+    merged["stage_seconds"] = stages  # summed over the shards: machine time, not wall time
     if audits:  # each shard audited its part of one sample: compare them together
         merged["audit"] = merge_audits(audits, rows)
     write_scores(rows, out, settings["harmful_below"], merged)

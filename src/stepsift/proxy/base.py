@@ -71,6 +71,13 @@ class Proxy(ABC):
     # allowed, else read off one batched backward where the layers allow, else a loop),
     # "read-off" (read off even where vmap works), "loop" (never read off)
     per_sample_mode: str = "auto"
+    # how this proxy came to be (its warm-up: records, steps, losses), kept in its saved
+    # folder so that a run from that folder still records where its proxy came from
+    history: dict | None = None
+
+    def origin(self) -> dict:
+        """What the score file records of the proxy: its kind and source, and its history."""
+        return {"kind": type(self).__name__, **({"history": self.history} if self.history else {})}
 
     def rows_are_samples(self, tensors: Mapping[str, Tensor]) -> bool:
         """Whether every layer sees this batch with its samples as the leading dim (so
@@ -92,6 +99,14 @@ class Proxy(ABC):
         """Logits (B, T, vocab) aligned with `tensors["labels"]` and `tensors["loss_mask"]`,
         which every batch carries: the label each position predicts, and whether it is
         supervised. (The curvature estimator resamples the labels from these logits.)"""
+
+    def supervised_logits(
+        self, params: Mapping[str, Tensor], tensors: Mapping[str, Tensor]
+    ) -> Tensor:
+        """Logits at the supervised positions only, (n_supervised, vocab), in the row-major
+        order of `tensors["loss_mask"]`: all the curvature's label draws need. A proxy with a
+        large vocabulary computes only these rows (HFProxy), not B x T x vocab."""
+        return self.token_logits(params, tensors)[tensors["loss_mask"]]
 
     @abstractmethod
     def per_sample_loss(

@@ -119,7 +119,8 @@ class BuiltinProxy(Proxy):
     def save(self, directory: Path) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        meta = {"kind": KIND, "config": self.config.to_dict(), "adam_hparams": self.adam_hparams}
+        meta = {"kind": KIND, "config": self.config.to_dict(), "adam_hparams": self.adam_hparams,
+                "history": self.history}  # fmt: skip
         (directory / "proxy.json").write_text(json.dumps(meta, indent=2) + "\n")
         torch.save(self.model.state_dict(), directory / "model.pt")
         torch.save(self.adam_state, directory / "adam_state.pt")
@@ -144,4 +145,5 @@ class BuiltinProxy(Proxy):
         if adam_path.is_file():
             proxy.adam_state = torch.load(adam_path, map_location="cpu", weights_only=True)
         proxy.adam_hparams = meta.get("adam_hparams", {})
+        proxy.history = meta.get("history")
         return proxy

@@ -260,9 +260,10 @@ class HFProxy(Proxy):
     def token_logits(self, params: Mapping[str, Tensor], tensors: Mapping[str, Tensor]) -> Tensor:
         return self._call(params, tensors, hidden=False)[:, :-1]
 
-    def per_sample_loss(
+    def supervised_logits(
         self, params: Mapping[str, Tensor], tensors: Mapping[str, Tensor]
     ) -> Tensor:
+        """The output head applied to the supervised positions' hidden states only."""
         states = self._call(params, tensors, hidden=True)[:, :-1]
         rows, cols = tensors["loss_mask"].nonzero(as_tuple=True)
         picked = states[rows, cols]
@@ -271,9 +272,16 @@ class HFProxy(Proxy):
             weight = params.get(self._head_name, head.weight)
             # called as a module (not F.linear) so the layer read-off sees the call
             picked = functional_call(head, {"weight": weight}, (picked,))
+        return picked
+
+    def per_sample_loss(
+        self, params: Mapping[str, Tensor], tensors: Mapping[str, Tensor]
+    ) -> Tensor:
+        picked = self.supervised_logits(params, tensors)
+        rows, _ = tensors["loss_mask"].nonzero(as_tuple=True)
         token_loss = F.cross_entropy(
             picked.float() if picked.dtype in (torch.bfloat16, torch.float16) else picked,
-            tensors["labels"][rows, cols],
+            tensors["labels"][tensors["loss_mask"]],
             reduction="none",
         )
         n = tensors["loss_mask"].shape[0]
@@ -281,6 +289,11 @@ class HFProxy(Proxy):
         total = total.index_add(0, rows, token_loss)
         # clamp: a record truncated down to no supervised token scores loss 0, not NaN
         return total / tensors["loss_mask"].sum(dim=1).clamp(min=1).to(total.dtype)
+
+    def origin(self) -> dict:
+        """The checkpoint and the options it was opened with (LoRA, GGUF file), and its
+        history: what a score file made from a saved folder records of its model."""
+        return {**super().origin(), "source": self.source, "options": self.options.to_dict()}
 
     # -- persistence -----------------------------------------------------------
     def save(self, directory: Path) -> None:
@@ -293,6 +306,7 @@ class HFProxy(Proxy):
             "source": self.source,
             "options": self.options.to_dict(),
             "adam_hparams": self.adam_hparams,
+            "history": self.history,
         }
         (directory / "proxy.json").write_text(json.dumps(meta, indent=2) + "\n")
         # weights that differ from the source: warmed-up ones, and LoRA adapters (their
@@ -321,4 +335,5 @@ class HFProxy(Proxy):
                 directory / "adam_state.pt", map_location=proxy.device, weights_only=True
             )
         proxy.adam_hparams = meta.get("adam_hparams", {})
+        proxy.history = meta.get("history")
         return proxy

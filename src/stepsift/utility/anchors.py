@@ -15,7 +15,7 @@ from torch import Tensor
 from torch.func import vmap
 
 from stepsift.proxy.base import Batch, Params, Proxy
-from stepsift.utility.gradients import autograd_grad_and_value
+from stepsift.utility.gradients import autograd_grad_and_value, per_sample_grads
 from stepsift.utility.steps import StepRule, shared_step
 
 # How the anchors are evaluated at a stack of parameter sets (see AnchorLoss.at_stack).
@@ -135,6 +135,47 @@ class SharedStepExpansion:
     base_loss: float  # L_A(θ)
     offset: float  # L_A(θ) - L_A(θ + c), computed exactly
     anchor_grad: Params  # g_A at θ + c
+
+
+@dataclass(frozen=True)
+class WeightedExpansions:
+    """Expansions at θ + c of several weighted means of the anchors' losses at once (the
+    whole set's mean, each anchor view's), from one per-anchor pass."""
+
+    shared: Params  # c
+    center: Params  # θ + c
+    base_loss: float  # L_A(θ), the plain mean
+    offsets: Tensor  # (C,) float64: each weighted mean's drop from θ to θ + c
+    grads: dict[str, Tensor]  # per parameter, (numel, C) float64: each mean's gradient at θ + c
+
+
+def expand_weighted(
+    proxy: Proxy,
+    anchors: Batch,
+    params: Params,
+    step_rule: StepRule,
+    weights: Tensor,
+    chunk: int = 32,
+) -> WeightedExpansions:
+    """The expansions of the means `weights` (n_anchors, C) defines, from each anchor's loss
+    at θ (one forward) and its gradient and loss at θ + c (one per-sample pass): the whole
+    set and every view cost one pass, not one each."""
+    shared = shared_step(step_rule, params)
+    center = {n: p + shared[n] for n, p in params.items()}
+    base_loss, before = AnchorLoss(proxy, anchors).per_anchor(params)
+    weights = weights.to(torch.float64)
+    after, grads = [], {}
+    for s in range(0, len(anchors), chunk):
+        part = anchors.select(slice(s, s + chunk)).tensors
+        with torch.no_grad():
+            each, losses = per_sample_grads(proxy, center, part)
+        w = weights[s : s + chunk].to(losses.device)
+        for n, g in each.items():
+            add = g.reshape(g.shape[0], -1).T.double() @ w
+            grads[n] = add if n not in grads else grads[n] + add
+        after.append(losses.double())
+    offsets = (before - torch.cat(after)) @ weights.to(before.device)
+    return WeightedExpansions(shared, center, base_loss, offsets, grads)
 
 
 def expand_at_shared_step(

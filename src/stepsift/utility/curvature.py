@@ -28,17 +28,22 @@ gradients.
 
 from __future__ import annotations
 
-import torch
+import sys
 
-from stepsift.proxy.base import Batch, Proxy
+import torch
+from tqdm import tqdm
+
+from stepsift.proxy.base import Batch, Params, Proxy
 from stepsift.utility.anchor_views import AnchorViews, active, columns_made
-from stepsift.utility.anchors import expand_at_shared_step
+from stepsift.utility.anchors import expand_weighted
 from stepsift.utility.base import UtilityResult
 from stepsift.utility.ggn_sketch import (
     DEFAULT_LABEL_DRAWS,
     DEFAULT_MAX_BYTES,
     DEFAULT_RANK,
     GGNSketch,
+    draw_weights,
+    label_draw_gradients,
 )
 from stepsift.utility.gradients import per_sample_grads
 from stepsift.utility.sketch import gradient_sketch
@@ -73,6 +78,7 @@ class CurvatureUtility:
         views: AnchorViews | None = None,
         streaming: bool = False,
         grad_autocast: str = "off",
+        progress: bool = False,
     ):
         self.proxy, self.step_rule = proxy, step_rule
         # the candidates' gradients only (gradients.py); the anchor state stays full precision
@@ -106,17 +112,49 @@ class CurvatureUtility:
             if self.views is not None:
                 self.view_curvature = ViewCurvature.from_state(state["views"], device)
             return
-        expansion = expand_at_shared_step(proxy, anchors, self.params, step_rule)
-        self.shared, self.anchor_grad = expansion.shared, expansion.anchor_grad
-        self.base_anchor_loss, self.offset = expansion.base_loss, expansion.offset
-        self.sketch = GGNSketch(
-            proxy, anchors, expansion.center, label_draws, max_bytes, seed, rank=rank,
-            streaming=streaming,
+        # one per-anchor pass gives the whole set's expansion and every view's
+        n = len(anchors)
+        whole = torch.full((n, 1), 1.0 / n, dtype=torch.float64)
+        weights = whole if self.views is None else torch.cat([whole, self.views.weights()], 1)
+        expansion = expand_weighted(proxy, anchors, self.params, step_rule, weights)
+        self.shared = expansion.shared
+        self.anchor_grad = {
+            name: expansion.grads[name][:, 0].to(p.dtype).reshape(p.shape)
+            for name, p in self.params.items()
+        }
+        self.base_anchor_loss, self.offset = expansion.base_loss, float(expansion.offsets[0])
+        self.sketch = GGNSketch.empty(
+            label_draws * len(anchors), expansion.center, label_draws, max_bytes, seed,
+            rank=rank, streaming=streaming,
         )  # fmt: skip
         if self.views is not None:
             self.view_curvature = ViewCurvature(
-                proxy, anchors, self.views, step_rule, rank, label_draws, max_bytes, seed
+                proxy, anchors, self.views, expansion, rank, label_draws, max_bytes, seed
             )
+        self._draw_sketches(anchors, expansion.center, label_draws, seed, progress)
+
+    def _draw_sketches(
+        self, anchors: Batch, center: Params, label_draws: int, seed: int, progress: bool
+    ) -> None:
+        """One pass of label draws over the anchors feeds the whole set's sketch and every
+        view's (before: one pass per kind of view, three times the set-up)."""
+        weights = draw_weights(anchors, label_draws)
+        chunk = 32
+        steps = label_draws * -(-len(anchors) // chunk)
+        bar = tqdm(total=steps, desc="anchor set-up", unit="draw", disable=not progress,
+                   leave=False, file=sys.stderr, dynamic_ncols=True)  # fmt: skip
+        generator = torch.Generator().manual_seed(seed)
+        with bar:
+            for grads, rows in label_draw_gradients(
+                self.proxy, anchors, center, label_draws, generator, chunk, bar.update
+            ):
+                if self.sketch.size or self.sketch.streamed:
+                    self.sketch.add(grads, weights[rows] / len(anchors) ** 0.5)
+                if self.view_curvature is not None:
+                    self.view_curvature.add_draws(grads, rows, weights)
+        self.sketch.finish()
+        if self.view_curvature is not None:
+            self.view_curvature.finish()
 
     def __call__(self, batch: Batch) -> UtilityResult:
         with torch.no_grad():

@@ -34,7 +34,6 @@ from stepsift.utility.anchors import expand_at_shared_step
 from stepsift.utility.base import UtilityResult
 from stepsift.utility.first_order import Directional, directional_fd, preconditioner
 from stepsift.utility.ggn_sketch import (
-    DEFAULT_LABEL_DRAWS,
     DEFAULT_MAX_BYTES,
     DEFAULT_RANK,
     GGNSketch,
@@ -46,6 +45,10 @@ from stepsift.utility.steps import StepRule
 # of the forward-mode pass, so one keeps the estimator near first-order's cost
 # (benchmarks/RESULTS.md gives fidelity and cost for K = 0, 1, 4, 16).
 DEFAULT_DIRECTIONS = 1
+
+# the draws its figures in benchmarks/RESULTS.md were measured with (curvature's default,
+# DEFAULT_LABEL_DRAWS, is lower since issue 31; forward was not measured again)
+FORWARD_LABEL_DRAWS = 16
 
 
 def derivatives_jvp(
@@ -96,7 +99,7 @@ class ForwardUtility:
         anchors: Batch,
         step_rule: StepRule,
         directions: int = DEFAULT_DIRECTIONS,
-        label_draws: int = DEFAULT_LABEL_DRAWS,
+        label_draws: int = FORWARD_LABEL_DRAWS,
         max_bytes: int = DEFAULT_MAX_BYTES,
         seed: int = 0,
         mode: str = "auto",
@@ -134,7 +137,9 @@ class ForwardUtility:
             sketch = GGNSketch(
                 proxy, anchors, expansion.center, label_draws, max_bytes, seed,
                 rank=directions, streaming=self.streamed, scale=precond,
-                chunk=max(1, min(32, buckets - 2 * directions)),
+                # a streamed buffer holds 2K rows plus a chunk; unstreamed, the chunking
+                # curvature uses, so that both draw the same labels from one seed
+                chunk=max(1, min(32, buckets - 2 * directions)) if self.streamed else 32,
             )  # fmt: skip
             curved, self.trace_kept = sketch.vectors, sketch.trace_kept
         self.tangents = {n: torch.cat([linear[n].unsqueeze(0), curved[n]]) for n in self.params}

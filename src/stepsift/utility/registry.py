@@ -9,6 +9,7 @@ from stepsift.utility.curvature import CurvatureUtility
 from stepsift.utility.exact import ExactUtility
 from stepsift.utility.first_order import FirstOrderUtility
 from stepsift.utility.forward_only import DEFAULT_DIRECTIONS, ForwardUtility
+from stepsift.utility.ggn_sketch import DEFAULT_LABEL_DRAWS
 from stepsift.utility.gradients import AUTOCASTS
 from stepsift.utility.less import DEFAULT_DIM, LessScore
 from stepsift.utility.steps import StepRule
@@ -62,6 +63,8 @@ def make_estimator(
     forward_directions: int = DEFAULT_DIRECTIONS,
     streamed_sketch: bool = False,
     grad_autocast: str = "off",
+    progress: bool = False,
+    label_draws: int = DEFAULT_LABEL_DRAWS,
 ) -> UtilityEstimator:
     """The estimator `method` names, set up against the anchors (or from `state`, what
     an earlier `export_state` of the same estimator on the same anchors returned). Views
@@ -83,8 +86,8 @@ def make_estimator(
         kwargs["state"] = state
     if method == "less":
         return LessScore(proxy, anchors, step_rule, dim=less_dim, **kwargs)
-    if method == "curvature" and streamed_sketch:
-        kwargs["streaming"] = True
+    if method == "curvature":
+        kwargs |= {"streaming": streamed_sketch, "progress": progress, "label_draws": label_draws}
     if method == "forward":
         return ForwardUtility(proxy, anchors, step_rule, forward_directions, **kwargs)
     if method == "anchor-subsample":  # seeded like the run, so a resumed run draws the same
