@@ -148,8 +148,7 @@ class CurvatureUtility:
             for grads, rows in label_draw_gradients(
                 self.proxy, anchors, center, label_draws, generator, chunk, bar.update
             ):
-                if self.sketch.size or self.sketch.streamed:
-                    self.sketch.add(grads, weights[rows] / len(anchors) ** 0.5)
+                self.sketch.add(grads, weights[rows] / len(anchors) ** 0.5)  # no-op if dropped
                 if self.view_curvature is not None:
                     self.view_curvature.add_draws(grads, rows, weights)
         self.sketch.finish()

@@ -37,6 +37,7 @@ from stepsift.utility.ggn_sketch import (
     DEFAULT_MAX_BYTES,
     DEFAULT_RANK,
     GGNSketch,
+    vector_bytes,
 )
 from stepsift.utility.ghost import proxy_dots
 from stepsift.utility.steps import StepRule
@@ -131,7 +132,7 @@ class ForwardUtility:
             # which costs little while they far outnumber the directions curvature keeps
             # (DEFAULT_RANK); with fewer (a full-parameter HF proxy: one or two 0.5 GB
             # vectors) it is streamed through a frequent-directions buffer of 2K rows
-            n_bytes = sum(p.numel() * p.element_size() for p in self.params.values())
+            n_bytes = vector_bytes(self.params)
             buckets = max_bytes // max(n_bytes, 1)
             self.streamed = buckets < min(label_draws * len(anchors), 4 * DEFAULT_RANK)
             sketch = GGNSketch(

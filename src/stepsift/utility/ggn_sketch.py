@@ -26,8 +26,9 @@ from stepsift.utility.gradients import per_sample_grads
 # Set-up only: more draws, less sketch noise, same cost per candidate. On the built-in
 # proxy, 300 candidates of an image task it was not built on, 100 anchors, the ranking
 # agreed with exact as well at 1-16 draws (ρ 0.94-0.96, two seeds each) and the folds' a
-# little less at 4 than at 16 (0.80 against 0.83), while the set-up grows with the draws
-# (benchmarks/label_draws.py, benchmarks/RESULTS.md): 4 by that measurement.
+# little less at 4 than at 16 (0.80 against 0.83); on a 3,000-candidate pool of the same
+# task 16 ranked better (mean ρ 0.877 against 0.851, five seeds) at 6x the set-up
+# (benchmarks/label_draws.py, benchmarks/RESULTS.md). 4 is the cost side of that trade.
 DEFAULT_LABEL_DRAWS = 4
 DEFAULT_MAX_BYTES = 1 << 30  # memory the sketch may take
 DEFAULT_RANK = 64
@@ -38,13 +39,6 @@ DEFAULT_RANK = 64
 # (SmolLM2 at full parameters, SGD 1e-2: ρ 0.14 against exact with it, 0.91 without), so
 # it is left out and the estimate is first order; `dropped` says why.
 MIN_BUCKETS = 8
-
-
-def sampled_label_tensors(
-    proxy: Proxy, params: Params, tensors: dict[str, Tensor], generator: torch.Generator
-) -> dict[str, Tensor]:
-    """The batch with every supervised label replaced by a draw from the model itself."""
-    return with_sampled_labels(tensors, label_probabilities(proxy, params, tensors), generator)
 
 
 def label_probabilities(proxy: Proxy, params: Params, tensors: dict[str, Tensor]) -> Tensor:
@@ -88,6 +82,11 @@ def label_draw_gradients(
                 grads, _ = per_sample_grads(proxy, params, tensors)
             yield grads, rows
             on_step()
+
+
+def vector_bytes(params: Params) -> int:
+    """The bytes of one parameter-sized vector (a gradient, a sketch direction)."""
+    return sum(p.numel() * p.element_size() for p in params.values())
 
 
 def draw_weights(anchors: Batch, label_draws: int) -> Tensor:
@@ -154,8 +153,7 @@ class GGNSketch:
         self.names = list(params)
         self.dtypes = {n: p.dtype for n, p in params.items()}
         self.shapes = {n: p.shape for n, p in params.items()}
-        n_params = sum(p.numel() for p in params.values())
-        bytes_per_vector = n_params * next(iter(params.values())).element_size()
+        bytes_per_vector = vector_bytes(params)
         self.streamed = streaming and rank is not None and 2 * rank < n_vectors
         self.dropped = ""
         self.filled = 0  # vectors added so far

@@ -25,7 +25,7 @@ from torch import Tensor
 from stepsift.proxy.base import Batch, Params, Proxy
 from stepsift.utility.anchor_views import AnchorViews
 from stepsift.utility.anchors import WeightedExpansions
-from stepsift.utility.ggn_sketch import GGNSketch
+from stepsift.utility.ggn_sketch import GGNSketch, vector_bytes
 
 MIN_VIEW_RANK = 4  # below this a view's curvature is mostly sketch noise
 
@@ -37,14 +37,10 @@ def view_rank(rank: int | None, n_view: int, n_anchors: int) -> int | None:
     return max(MIN_VIEW_RANK, math.ceil(rank * n_view / n_anchors))
 
 
-def per_vector_bytes(params: Params) -> int:
-    return sum(p.numel() * p.element_size() for p in params.values())
-
-
 def view_bytes(params: Params, views: AnchorViews, rank: int | None, label_draws: int) -> int:
     """What the views keep in memory: per view an anchor gradient and its sketch's
     directions, each a copy of the step's parameters."""
-    per_vector = per_vector_bytes(params)
+    per_vector = vector_bytes(params)
     vectors = 0
     for rows in views.members():
         r = view_rank(rank, len(rows), views.n_anchors)
@@ -85,7 +81,7 @@ class ViewCurvature:
             # draws do not fit its share streams them (frequent directions), which kept
             # its ranking worse (benchmarks/label_draws.py: fold ρ 0.64-0.70 against 0.80)
             budget = max_bytes * len(rows) // len(anchors)
-            fits = n_vectors * per_vector_bytes(params) <= budget
+            fits = n_vectors * vector_bytes(params) <= budget
             self.sketches.append(GGNSketch.empty(
                 n_vectors, expansion.center, label_draws, max_bytes, seed + 1 + v, rank=r,
                 streaming=not fits,
